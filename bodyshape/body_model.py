@@ -1,0 +1,304 @@
+"""The body model: Anny, restricted to the shape parameters this project predicts.
+
+Shape vector (``S = len(SHAPE_LABELS)``): Anny's 6 phenotypes in [0, 1], then a chosen set
+of body (not face) local changes in [-1, 1]. The list is versioned with the weights: a
+checkpoint stores ``SHAPE_VERSION`` and its labels, and loading refuses a mismatch.
+
+Coordinates: Anny is Z-up, metres, origin near the pelvis; -Y is the front of the body.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from bodyshape import paths  # noqa: F401  (sets ANNY_CACHE_DIR before anny is imported)
+from bodyshape.errors import BodyShapeError
+
+SHAPE_VERSION = "anny-0.6/v1"
+
+PHENOTYPE_LABELS: tuple[str, ...] = ("gender", "age", "muscle", "weight", "height", "proportions")
+
+#: Body local changes that move the outline or a girth users read. Face, hand and foot
+#: details are left at 0: they are invisible at silhouette resolution.
+LOCAL_CHANGE_LABELS: tuple[str, ...] = (
+    "measure-bust-circ-incr",
+    "measure-underbust-circ-incr",
+    "measure-waist-circ-incr",
+    "measure-hips-circ-incr",
+    "measure-thigh-circ-incr",
+    "measure-upperarm-circ-incr",
+    "measure-neck-circ-incr",
+    "measure-shoulder-dist-incr",
+    "measure-upperleg-height-incr",
+    "stomach-pregnant-incr",
+    "buttocks-volume-incr",
+    "torso-scale-depth-incr",
+    "torso-scale-horiz-incr",
+    "hip-scale-depth-incr",
+)
+
+SHAPE_LABELS: tuple[str, ...] = PHENOTYPE_LABELS + LOCAL_CHANGE_LABELS
+N_PHENOTYPES = len(PHENOTYPE_LABELS)
+N_SHAPE = len(SHAPE_LABELS)
+
+#: Spread of the local changes: a normal distribution of this standard deviation, clipped
+#: to +-LOCAL_CHANGE_CLIP. Anny's local changes reach caricatures near +-1; within +-0.6
+#: bodies stay plausible, and most people sit near the phenotype's average shape.
+LOCAL_CHANGE_STD = 0.3
+LOCAL_CHANGE_CLIP = 0.6
+
+log = logging.getLogger(__name__)
+
+
+def check_shape(shape: np.ndarray | torch.Tensor) -> None:
+    """Raise a clear error unless ``shape`` is ``(B, N_SHAPE)`` and finite."""
+    if shape.ndim != 2 or shape.shape[1] != N_SHAPE:
+        raise BodyShapeError(
+            f"shape parameters must have shape (batch, {N_SHAPE}) "
+            f"[{', '.join(SHAPE_LABELS)}], got {tuple(shape.shape)}"
+        )
+    finite = torch.isfinite(shape).all() if isinstance(shape, torch.Tensor) else np.isfinite(shape).all()
+    if not bool(finite):
+        raise BodyShapeError("shape parameters contain NaN or infinity")
+
+
+def clamp_shape(shape: torch.Tensor) -> torch.Tensor:
+    """Clamp phenotypes to [0, 1] and local changes to [-1, 1], Anny's valid ranges."""
+    return torch.cat(
+        [shape[:, :N_PHENOTYPES].clamp(0, 1), shape[:, N_PHENOTYPES:].clamp(-1, 1)], dim=1
+    )
+
+
+# ----------------------------------------------------------------------------- poses
+def _rotvec_to_homogeneous(rotvec: torch.Tensor) -> torch.Tensor:
+    """(B, 3) axis-angle -> (B, 4, 4) rotation about the bone head (Rodrigues)."""
+    theta = rotvec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    k = rotvec / theta
+    kx, ky, kz = k[:, 0], k[:, 1], k[:, 2]
+    zero = torch.zeros_like(kx)
+    kmat = torch.stack([zero, -kz, ky, kz, zero, -kx, -ky, kx, zero], dim=1).view(-1, 3, 3)
+    eye = torch.eye(3, dtype=rotvec.dtype).expand_as(kmat)
+    s, c = torch.sin(theta)[..., None], torch.cos(theta)[..., None]
+    rot = eye + s * kmat + (1 - c) * kmat @ kmat
+    out = torch.eye(4, dtype=rotvec.dtype).repeat(rotvec.shape[0], 1, 1)
+    out[:, :3, :3] = rot
+    return out
+
+
+def _mirror(rotvec: torch.Tensor) -> torch.Tensor:
+    """Mirror a left-side rotation to the right side (reflection through the x=0 plane)."""
+    return rotvec * torch.tensor([1.0, -1.0, -1.0], dtype=rotvec.dtype)
+
+
+#: Capture pose, as axis-angle rotations (radians, Anny's "local-ref" parameterisation,
+#: world-aligned axes) of the left-side bones; the right side is mirrored.
+#: Front view: Anny's rest A-pose (arms about 45 degrees down, away from the torso, so the
+#: waist is visible), feet slightly apart. Side view: arms hanging straight down along the
+#: body, wrists under the shoulders, as people stand in a profile photo. The side-view
+#: angles were fitted once by gradient descent on elbow and wrist positions (see
+#: docs/DECISIONS.md); without them the rest pose puts the hands in front of the hips.
+CAPTURE_POSES: dict[str, dict[str, tuple[float, float, float]]] = {
+    "front": {},
+    "side": {
+        "upperarm01.L": (0.2136, 0.5921, -0.4280),
+        "lowerarm01.L": (0.6760, -0.0070, 0.3228),
+    },
+}
+
+
+@dataclass(frozen=True)
+class PoseJitter:
+    """Standard deviations (degrees) of the pose augmentation around the capture pose."""
+
+    arm_abduction: float = 6.0  # arms further from / closer to the torso (front view)
+    arm_swing: float = 5.0  # arms forwards/backwards
+    elbow: float = 5.0
+    leg_spread: float = 3.0  # feet further apart / closer
+    torso_lean: float = 3.0  # whole-body forward/backward lean
+    head_tilt: float = 4.0
+
+
+NO_JITTER = PoseJitter(0, 0, 0, 0, 0, 0)
+
+
+def capture_pose(
+    view: str, batch: int, rng: np.random.Generator | None = None, jitter: PoseJitter = PoseJitter()
+) -> dict[str, torch.Tensor]:
+    """Pose deltas ``{bone: (B, 4, 4)}`` for ``view`` ("front" or "side"), jittered if ``rng``."""
+    if view not in CAPTURE_POSES:
+        raise BodyShapeError(f"unknown view {view!r}; expected one of {sorted(CAPTURE_POSES)}")
+    dt = torch.float64
+    rot: dict[str, torch.Tensor] = {}
+    for bone, rv in CAPTURE_POSES[view].items():
+        base = torch.tensor(rv, dtype=dt).expand(batch, 3).clone()
+        rot[bone] = base
+        rot[bone.replace(".L", ".R")] = _mirror(base)
+
+    if rng is not None:
+
+        def deg(std: float, n: int = batch) -> torch.Tensor:
+            return torch.from_numpy(rng.normal(0.0, math.radians(std), n))
+
+        zeros = torch.zeros(batch, dtype=dt)
+
+        def add(bone: str, rv: torch.Tensor, mirror: bool = True) -> None:
+            rot[bone] = rot.get(bone, torch.zeros(batch, 3, dtype=dt)) + rv
+            if mirror and bone.endswith(".L"):
+                r = bone.replace(".L", ".R")
+                rot[r] = rot.get(r, torch.zeros(batch, 3, dtype=dt)) + _mirror(rv)
+
+        # Each side gets its own arm jitter: people are not symmetric.
+        for side_bone in ("upperarm01.L", "upperarm01.R"):
+            sign = 1.0 if side_bone.endswith(".L") else -1.0
+            rv = torch.stack([deg(jitter.arm_swing), sign * deg(jitter.arm_abduction), zeros], 1)
+            add(side_bone, rv, mirror=False)
+        add("lowerarm01.L", torch.stack([deg(jitter.elbow), zeros, zeros], 1))
+        spread = deg(jitter.leg_spread)
+        add("upperleg01.L", torch.stack([zeros, -spread, zeros], 1))
+        add("root", torch.stack([deg(jitter.torso_lean), zeros, zeros], 1), mirror=False)
+        add("neck01", torch.stack([deg(jitter.head_tilt), zeros, zeros], 1), mirror=False)
+
+    return {bone: _rotvec_to_homogeneous(rv) for bone, rv in rot.items()}
+
+
+# ----------------------------------------------------------------------------- model
+@dataclass
+class BodyOutput:
+    """Meshes of a batch of bodies, metres, Z up."""
+
+    vertices: np.ndarray  # (B, V, 3) posed
+    rest_vertices: np.ndarray  # (B, V, 3) rest A-pose, on which measurements are taken
+    faces: np.ndarray  # (F, 3) int
+
+
+class _GenderDistribution:
+    """Adults are mostly clearly female (0) or male (1); 15% anywhere in between."""
+
+    def sample(self, shape: tuple[int, ...]) -> torch.Tensor:
+        n = shape[0]
+        near_end = torch.distributions.Beta(1.0, 10.0).sample((n,)).double()
+        male = torch.rand(n, dtype=torch.float64) < 0.5
+        g = torch.where(male, 1.0 - near_end, near_end)
+        anywhere = torch.rand(n, dtype=torch.float64) < 0.15
+        return torch.where(anywhere, torch.rand(n, dtype=torch.float64), g)
+
+
+class BodyModel:
+    """Anny with this project's shape vector. Build once (cached on disk by anny), reuse."""
+
+    def __init__(self) -> None:
+        import anny  # heavy import, deferred
+
+        with contextlib.redirect_stdout(io.StringIO()):  # warp prints a banner
+            self.anny = anny.Anny(local_changes=list(LOCAL_CHANGE_LABELS))
+        self.anny.eval()
+        assert tuple(self.anny.phenotype_labels) == PHENOTYPE_LABELS, self.anny.phenotype_labels
+        self.faces: np.ndarray = self.anny.faces.cpu().numpy().astype(np.int32)
+        self.bone_labels: list[str] = list(self.anny.bone_labels)
+        self._sampler = None
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.anny.template_vertices.shape[0])
+
+    @cached_property
+    def dominant_bone(self) -> np.ndarray:
+        """(V,) index of the bone with the largest skinning weight of each vertex."""
+        idx = self.anny.vertex_bone_indices.cpu().numpy()
+        w = self.anny.vertex_bone_weights.cpu().numpy()
+        return idx[np.arange(len(idx)), w.argmax(1)]
+
+    def split(self, shape: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = torch.as_tensor(shape, dtype=self.anny.dtype)
+        check_shape(shape)
+        return shape[:, :N_PHENOTYPES], shape[:, N_PHENOTYPES:]
+
+    @torch.no_grad()
+    def forward(
+        self,
+        shape: torch.Tensor | np.ndarray,
+        pose: dict[str, torch.Tensor] | None = None,
+    ) -> BodyOutput:
+        """Posed and rest vertices of a batch of shapes ``(B, N_SHAPE)``."""
+        phen, local = self.split(shape)
+        out = self.anny(pose_parameters=pose or None, phenotype_kwargs=phen, local_changes_kwargs=local)
+        verts = out["vertices"]
+        rest = out["rest_vertices"].expand_as(verts)
+        return BodyOutput(
+            vertices=verts.float().cpu().numpy(),
+            rest_vertices=rest.float().cpu().numpy(),
+            faces=self.faces,
+        )
+
+    def rest_vertices_torch(
+        self, shape: torch.Tensor, vertex_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Differentiable rest-pose vertices ``(B, V', 3)``, float32, for a vertex loss.
+
+        Rest vertices are linear in the blendshape coefficients, so a subset of vertices
+        costs one small matrix product: cheap enough for every training step.
+        """
+        check_shape(shape)
+        a = self.anny
+        shape64 = shape.to(a.dtype)
+        phen = shape64[:, :N_PHENOTYPES]
+        local = shape64[:, N_PHENOTYPES:]
+        facial = shape64.new_zeros(shape.shape[0], 0)
+        coeffs = a._get_phenotype_blendshape_coefficients(phen, local, facial)
+        template, blend = self._vertex_basis(vertex_index)
+        return (template[None] + torch.einsum("cpd,bc->bpd", blend, coeffs.float()))
+
+    def _vertex_basis(self, vertex_index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        key = None if vertex_index is None else tuple(vertex_index.tolist())
+        cache = self.__dict__.setdefault("_basis_cache", {})
+        if key not in cache:
+            t = self.anny.template_vertices.float()
+            b = self.anny.blendshapes.float()
+            if vertex_index is not None:
+                t, b = t[vertex_index], b[:, vertex_index]
+            cache[key] = (t.contiguous(), b.contiguous())
+        return cache[key]
+
+    def sample_shapes(self, n: int, seed: int) -> np.ndarray:
+        """``n`` plausible adult shape vectors, reproducible from ``seed``. (n, N_SHAPE)."""
+        if n < 0:
+            raise BodyShapeError(f"number of shapes must be >= 0, got {n}")
+        from anny.shape_distribution import SimpleShapeDistribution
+
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            if self._sampler is None:
+                age = torch.distributions.Uniform(
+                    torch.tensor(18.0, dtype=torch.float64), torch.tensor(80.0, dtype=torch.float64)
+                )
+                self._sampler = SimpleShapeDistribution(
+                    self.anny, morphological_age_distribution=age, gender_distribution=_GenderDistribution()
+                )
+            _, phen = self._sampler.sample(n)
+        rng = np.random.default_rng(seed)
+        pheno = np.stack([phen[k].cpu().numpy() for k in PHENOTYPE_LABELS], axis=1)
+        local = np.clip(
+            rng.normal(0.0, LOCAL_CHANGE_STD, (n, len(LOCAL_CHANGE_LABELS))),
+            -LOCAL_CHANGE_CLIP,
+            LOCAL_CHANGE_CLIP,
+        )
+        return np.concatenate([pheno, local], axis=1).astype(np.float32)
+
+
+_MODEL: BodyModel | None = None
+
+
+def get_body_model() -> BodyModel:
+    """The process-wide body model (read-only after construction)."""
+    global _MODEL
+    if _MODEL is None:
+        _MODEL = BodyModel()
+    return _MODEL

@@ -1,0 +1,118 @@
+"""Networks: a per-view CNN encoder, single-view regressors, and the fused two-view model.
+
+All models share one class, :class:`BodyShapeNet`, configured by :class:`NetConfig`:
+``views=("front",)`` or ``("side",)`` is a single-view regressor, ``("front", "side")``
+the fused model. Every model also takes the person's height (metres), which fixes the
+scale a silhouette alone cannot. Inputs: silhouettes ``(B, 1, H, W)`` in {0, 1}.
+Output: shape parameters ``(B, N_SHAPE)`` (see :mod:`bodyshape.body_model`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from bodyshape.body_model import N_SHAPE, SHAPE_LABELS, SHAPE_VERSION
+from bodyshape.errors import BodyShapeError
+from bodyshape.silhouette import BODY_HEIGHT_PX, CANVAS_HW
+
+VIEWS = ("front", "side")
+
+#: Height normalisation (metres): the network sees (height - mean) / std.
+HEIGHT_MEAN, HEIGHT_STD = 1.70, 0.10
+
+
+@dataclass
+class NetConfig:
+    views: tuple[str, ...] = VIEWS
+    canvas_hw: tuple[int, int] = CANVAS_HW
+    body_height_px: int = BODY_HEIGHT_PX
+    widths: tuple[int, ...] = (24, 32, 48, 64, 96)  # one stride-2 stage each
+    feature_dim: int = 256
+    head_hidden: int = 256
+    n_shape: int = N_SHAPE
+    shape_labels: tuple[str, ...] = field(default=SHAPE_LABELS)
+    shape_version: str = SHAPE_VERSION
+
+    def __post_init__(self) -> None:
+        self.views = tuple(self.views)
+        self.canvas_hw = tuple(self.canvas_hw)
+        self.widths = tuple(self.widths)
+        self.shape_labels = tuple(self.shape_labels)
+        if not self.views or any(v not in VIEWS for v in self.views):
+            raise BodyShapeError(f"views must be a non-empty subset of {VIEWS}, got {self.views}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetConfig":
+        return cls(**d)
+
+
+def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ViewEncoder(nn.Module):
+    """Silhouette (B, 1, H, W) -> feature vector (B, feature_dim).
+
+    Stride-2 stages halve the resolution; the final map is flattened rather than pooled,
+    because *where* the outline bulges (waist vs hips) is the information we need.
+    """
+
+    def __init__(self, cfg: NetConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 1
+        for w in cfg.widths:
+            layers += [_conv_bn(cin, w, 2), _conv_bn(w, w, 1)]
+            cin = w
+        self.conv = nn.Sequential(*layers)
+        s = 2 ** len(cfg.widths)
+        h, w = -(-cfg.canvas_hw[0] // s), -(-cfg.canvas_hw[1] // s)
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(cin * h * w, cfg.feature_dim), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x))
+
+
+class BodyShapeNet(nn.Module):
+    """Encoders for ``cfg.views`` + an MLP head over their features and the height."""
+
+    def __init__(self, cfg: NetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoders = nn.ModuleDict({v: ViewEncoder(cfg) for v in cfg.views})
+        d = cfg.feature_dim * len(cfg.views) + 1
+        self.head = nn.Sequential(
+            nn.Linear(d, cfg.head_hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(cfg.head_hidden, cfg.head_hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(cfg.head_hidden, cfg.n_shape),
+        )
+
+    def forward(
+        self, front: torch.Tensor | None, side: torch.Tensor | None, height_m: torch.Tensor
+    ) -> torch.Tensor:
+        inputs = {"front": front, "side": side}
+        feats = []
+        for v in self.cfg.views:
+            x = inputs[v]
+            if x is None:
+                raise BodyShapeError(f"this model needs the {v} silhouette")
+            feats.append(self.encoders[v](x))
+        h = ((height_m.reshape(-1, 1).to(feats[0].dtype)) - HEIGHT_MEAN) / HEIGHT_STD
+        return self.head(torch.cat(feats + [h], dim=1))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,83 @@
+"""From network output to the user's body: mesh scaled to the stated height, measurements.
+
+This is the one place that turns shape parameters into the mesh users see; the Triton
+``body_mesh`` model and the in-process path both call :func:`mesh_from_shape`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bodyshape.body_model import N_SHAPE, BodyModel, check_shape, clamp_shape, get_body_model
+from bodyshape.errors import BodyShapeError
+from bodyshape.silhouette import to_network_input
+
+MIN_HEIGHT_CM, MAX_HEIGHT_CM = 100.0, 230.0
+
+
+def check_height_m(height_m: np.ndarray) -> np.ndarray:
+    h = np.asarray(height_m, np.float32).reshape(-1)
+    if not np.isfinite(h).all() or (h < MIN_HEIGHT_CM / 100).any() or (h > MAX_HEIGHT_CM / 100).any():
+        raise BodyShapeError(
+            f"height must be between {MIN_HEIGHT_CM:.0f} and {MAX_HEIGHT_CM:.0f} cm, got {h * 100}"
+        )
+    return h
+
+
+def scale_to_height(vertices: np.ndarray, height_m: np.ndarray) -> np.ndarray:
+    """Scale each body (B, V, 3) uniformly to its stated height; put the feet on z = 0.
+
+    A silhouette fixes proportions but not size; the typed height fixes the size.
+    """
+    v = np.asarray(vertices, np.float32)
+    z = v[..., 2]
+    zmin = z.min(axis=1, keepdims=True)
+    cur = z.max(axis=1, keepdims=True) - zmin
+    s = (np.asarray(height_m, np.float32).reshape(-1, 1) / cur)[..., None]
+    out = v.copy()
+    out[..., 2] -= zmin
+    return out * s
+
+
+def mesh_from_shape(shape: np.ndarray, height_m: np.ndarray, model: BodyModel | None = None) -> np.ndarray:
+    """Shape parameters (B, N_SHAPE) + heights (B,) -> rest-pose vertices (B, V, 3), metres."""
+    model = model or get_body_model()
+    shape = np.asarray(shape, np.float32)
+    check_shape(shape)
+    h = check_height_m(height_m)
+    if len(h) != len(shape):
+        raise BodyShapeError(f"got {len(shape)} shape vectors but {len(h)} heights")
+    shape_t = clamp_shape(torch.from_numpy(shape))
+    rest = model.forward(shape_t).rest_vertices
+    return scale_to_height(rest, h)
+
+
+@dataclass
+class Reconstruction:
+    shape: np.ndarray  # (N_SHAPE,)
+    vertices: np.ndarray  # (V, 3) metres, rest A-pose, feet on z=0, scaled to height
+    faces: np.ndarray  # (F, 3)
+    measurements: dict[str, float]  # metres
+
+
+class LocalPredictor:
+    """In-process network inference (PyTorch), the reference for ONNX and Triton parity."""
+
+    def __init__(self, weights: str | None = None) -> None:
+        from bodyshape.checkpoint import load_model
+        from bodyshape.paths import WEIGHTS_DIR
+
+        self.model = load_model(weights or WEIGHTS_DIR / "fused.safetensors")
+
+    @torch.no_grad()
+    def predict_shape(self, front: np.ndarray, side: np.ndarray, height_m: np.ndarray) -> np.ndarray:
+        """Normalised silhouettes (B, H, W) uint8 0/255 + heights (B,) -> shape (B, N_SHAPE)."""
+        f = torch.from_numpy(to_network_input(front))[:, None]
+        s = torch.from_numpy(to_network_input(side))[:, None]
+        h = torch.from_numpy(check_height_m(height_m))
+        out = self.model(f, s, h).numpy()
+        assert out.shape[1] == N_SHAPE
+        return out
