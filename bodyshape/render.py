@@ -38,7 +38,7 @@ def _rot_z(deg: float) -> np.ndarray:
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], np.float64)
 
 
-VIEW_YAW = {"front": 0.0, "side": -90.0}
+VIEW_YAW = {"front": 0.0, "side": 90.0}  # side: the body faces image-right
 
 
 def project(vertices: np.ndarray, view: str, camera: Camera) -> np.ndarray:

@@ -1,0 +1,68 @@
+"""Reading a generated dataset (see :mod:`training.generate` for the layout)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bodyshape.errors import BodyShapeError
+
+
+@dataclass
+class SilhouetteDataset:
+    """All shards of a dataset in memory; silhouettes stay bit-packed until a batch is read."""
+
+    front: np.ndarray  # (N, H, W/8) uint8 packed
+    side: np.ndarray
+    shape: np.ndarray  # (N, S) float32
+    height: np.ndarray  # (N,) metres
+    measurements: np.ndarray  # (N, M) metres
+    manifest: dict
+
+    def __len__(self) -> int:
+        return len(self.shape)
+
+    @property
+    def canvas_hw(self) -> tuple[int, int]:
+        return tuple(self.manifest["canvas_hw"])
+
+    def unpack(self, packed: np.ndarray) -> np.ndarray:
+        """(B, H, W/8) packed -> (B, H, W) uint8 0/1."""
+        return np.unpackbits(packed, axis=-1, count=self.canvas_hw[1])
+
+    def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            "front": self.unpack(self.front[idx]),
+            "side": self.unpack(self.side[idx]),
+            "shape": self.shape[idx],
+            "height": self.height[idx],
+            "measurements": self.measurements[idx],
+        }
+
+    def subset(self, n: int) -> "SilhouetteDataset":
+        return SilhouetteDataset(self.front[:n], self.side[:n], self.shape[:n], self.height[:n],
+                                 self.measurements[:n], self.manifest)
+
+
+def load_dataset(folder: str | Path, limit: int | None = None) -> SilhouetteDataset:
+    folder = Path(folder)
+    mpath = folder / "manifest.json"
+    if not mpath.exists():
+        raise BodyShapeError(f"{folder} is not a dataset (no manifest.json); run `bodyshape generate` first")
+    manifest = json.loads(mpath.read_text())
+    if not manifest.get("complete"):
+        raise BodyShapeError(f"dataset {folder} is incomplete; rerun the same `bodyshape generate` to finish it")
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("front", "side", "shape", "height", "measurements")}
+    total = 0
+    for name in manifest["shards"]:
+        with np.load(folder / name) as z:
+            for k in parts:
+                parts[k].append(z[k])
+            total += len(z["shape"])
+        if limit is not None and total >= limit:
+            break
+    arrays = {k: np.concatenate(v)[:limit] for k, v in parts.items()}
+    return SilhouetteDataset(**arrays, manifest=manifest)
