@@ -28,7 +28,26 @@ PHENOTYPE_LABELS: tuple[str, ...] = ("gender", "age", "muscle", "weight", "heigh
 
 #: Body local changes that move the outline or a girth users read. Face, hand and foot
 #: details are left at 0: they are invisible at silhouette resolution.
+#: The order is Anny's own order for this subset (Anny orders local changes itself); the
+#: shape vector follows it, and BodyModel checks it at start-up.
 LOCAL_CHANGE_LABELS: tuple[str, ...] = (
+    "measure-upperarm-circ-incr",
+    "buttocks-volume-incr",
+    "hip-scale-depth-incr",
+    "measure-upperleg-height-incr",
+    "measure-thigh-circ-incr",
+    "measure-neck-circ-incr",
+    "stomach-pregnant-incr",
+    "measure-underbust-circ-incr",
+    "torso-scale-horiz-incr",
+    "torso-scale-depth-incr",
+    "measure-shoulder-dist-incr",
+    "measure-hips-circ-incr",
+    "measure-waist-circ-incr",
+    "measure-bust-circ-incr",
+)
+#: The list handed to Anny (its cache key): kept as first written so the cached build is reused.
+_ANNY_LOCAL_CHANGES_ARG: tuple[str, ...] = (
     "measure-bust-circ-incr",
     "measure-underbust-circ-incr",
     "measure-waist-circ-incr",
@@ -198,9 +217,13 @@ class BodyModel:
         import anny  # heavy import, deferred
 
         with contextlib.redirect_stdout(io.StringIO()):  # warp prints a banner
-            self.anny = anny.Anny(local_changes=list(LOCAL_CHANGE_LABELS))
+            self.anny = anny.Anny(local_changes=list(_ANNY_LOCAL_CHANGES_ARG))
         self.anny.eval()
-        assert tuple(self.anny.phenotype_labels) == PHENOTYPE_LABELS, self.anny.phenotype_labels
+        if tuple(self.anny.phenotype_labels) != PHENOTYPE_LABELS or tuple(self.anny.local_change_labels) != LOCAL_CHANGE_LABELS:
+            raise BodyShapeError(
+                f"this anny version orders the shape parameters differently ({self.anny.phenotype_labels}, "
+                f"{self.anny.local_change_labels}); install anny==0.6.2 or update SHAPE_LABELS"
+            )
         self.faces: np.ndarray = self.anny.faces.cpu().numpy().astype(np.int32)
         self.bone_labels: list[str] = list(self.anny.bone_labels)
         self._sampler = None

@@ -14,7 +14,8 @@ waist          horizontal torso girth at the mean height of Anny's waist-loop ve
 hip            the largest horizontal girth of torso + legs between the crotch and the waist
                plane (over the buttocks; arms and hands excluded).
 neck           horizontal girth of the neck faces at the height of the mid-neck joint.
-thigh          the largest horizontal girth of the left leg between 1 and 8 cm below the crotch.
+thigh          the largest horizontal girth of the left leg between 1 and 8 cm below the crotch
+               (offsets for a 1.7 m body, scaled with height).
 upper_arm      girth of the left upper arm in the plane perpendicular to the upper-arm bone,
                at the middle of the bone.
 inseam         crotch height above the floor (lowest mid-line point above the knees).
@@ -188,8 +189,10 @@ class Measurer:
         j = self.joints(v)
         z = v[:, 2]
         floor, top = z.min(), z.max()
+        u = (top - floor) / 1.7  # offsets below are for a 1.7 m body, scaled to this one
         knee_z = j["lowerleg01.L"][2]
-        mid = (np.abs(v[:, 0]) < 0.012) & (z > knee_z) & self.not_arm
+        mid_x = 0.5 * (j["upperarm01.L"][0] + j["upperarm01.R"][0])
+        mid = (np.abs(v[:, 0] - mid_x) < 0.012 * u) & (z > knee_z) & self.not_arm
         crotch_z = z[mid].min()
         waist_z = float(v[self.waist_loop, 2].mean())
         shoulder_z = 0.5 * (j["upperarm01.L"][2] + j["upperarm01.R"][2])
@@ -202,8 +205,8 @@ class Measurer:
         chest = max_girth(
             self.faces_torso, waist_z + 0.50 * (shoulder_z - waist_z), waist_z + 0.85 * (shoulder_z - waist_z)
         )
-        hip = max_girth(self.faces_lower, crotch_z + 0.01, waist_z - 0.01, 10)
-        thigh = max_girth(self.faces_leg_l, crotch_z - 0.08, crotch_z - 0.01, 5)
+        hip = max_girth(self.faces_lower, crotch_z + 0.01 * u, waist_z - 0.01 * u, 10)
+        thigh = max_girth(self.faces_leg_l, crotch_z - 0.08 * u, crotch_z - 0.01 * u, 5)
         ua0, el = j["upperarm01.L"], j["lowerarm01.L"]
         upper_arm = girth(v, self.faces_uarm_l, 0.5 * (ua0 + el), el - ua0)
         return {

@@ -233,12 +233,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="output folder (default data/<seed>-<n>)")
     p.add_argument("--shard-size", type=int, default=DataConfig.shard_size)
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--noise", choices=("default", "strong", "none"), default="default",
+                   help="mask noise: as in training, harsher (robustness test set), or none")
 
 
 def run(args: argparse.Namespace) -> int:
     from bodyshape.paths import DATA_DIR
 
-    cfg = DataConfig(n=args.n, seed=args.seed, shard_size=args.shard_size)
+    from bodyshape.augment import NO_NOISE, MaskNoise
+
+    noise = {"default": MaskNoise(), "strong": MaskNoise().stronger(), "none": NO_NOISE}[args.noise]
+    cfg = DataConfig(n=args.n, seed=args.seed, shard_size=args.shard_size, noise=noise)
     out = args.out or DATA_DIR / f"seed{args.seed}-n{args.n}"
     m = generate(cfg, out, workers=args.workers)
     r = m["last_run"]
