@@ -108,18 +108,29 @@ def make_shard(cfg: DataConfig, shard: int, out_dir: Path, model=None, measurer=
         heights.append(m[:, 0])
     path = out_dir / shard_name(shard)
     tmp = out_dir / (shard_name(shard) + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(
-            fh,
+    write_npz(
+        tmp,
+        dict(
             front=np.packbits(np.concatenate(fronts) > 0, axis=-1),
             side=np.packbits(np.concatenate(sides) > 0, axis=-1),
             shape=shapes.astype(np.float32),
             height=np.concatenate(heights).astype(np.float32),
             measurements=np.concatenate(meas).astype(np.float32),
             index=np.arange(start, start + n, dtype=np.int64),
-        )
+        ),
+    )
     os.replace(tmp, path)
     return path
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Like ``np.savez_compressed`` but byte-reproducible (fixed zip timestamps)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
 
 
 def _shard_ok(path: Path) -> bool:
