@@ -29,7 +29,7 @@ class MaskNoise:
     p_shoes: float = 0.5
     p_shadow: float = 0.1
 
-    def stronger(self) -> "MaskNoise":
+    def stronger(self) -> MaskNoise:
         """Harsher noise than training used, to test robustness."""
         return MaskNoise(
             p_morph=0.9, morph_max_px=5, p_rough=0.9, rough_amp=0.25, p_holes=0.6,

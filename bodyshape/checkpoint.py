@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from bodyshape.body_model import SHAPE_LABELS, SHAPE_VERSION
 from bodyshape.errors import BodyShapeError

@@ -54,13 +54,13 @@ def test_normalisation_is_idempotent_and_keeps_aspect():
         n = normalize_silhouette(img)
         assert n.shape == CANVAS_HW and n.dtype == np.uint8
         np.testing.assert_array_equal(normalize_silhouette(n), n)
-        t, b, l, r = bounding_box(n > 0)
+        t, b, lft, r = bounding_box(n > 0)
         if b - t == BODY_HEIGHT_PX:  # height-limited: aspect kept within a pixel
-            assert abs((r - l) - w * BODY_HEIGHT_PX / h) <= 1.0
+            assert abs((r - lft) - w * BODY_HEIGHT_PX / h) <= 1.0
         else:  # too wide: scaled to fit the width
-            assert r - l == CANVAS_HW[1] - 2
+            assert r - lft == CANVAS_HW[1] - 2
         # centred
-        assert abs((t + b) / 2 - CANVAS_HW[0] / 2) <= 1 and abs((l + r) / 2 - CANVAS_HW[1] / 2) <= 1
+        assert abs((t + b) / 2 - CANVAS_HW[0] / 2) <= 1 and abs((lft + r) / 2 - CANVAS_HW[1] / 2) <= 1
 
 
 def test_normalisation_rejects_empty_masks():

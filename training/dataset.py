@@ -42,7 +42,7 @@ class SilhouetteDataset:
             "measurements": self.measurements[idx],
         }
 
-    def subset(self, n: int) -> "SilhouetteDataset":
+    def subset(self, n: int) -> SilhouetteDataset:
         return SilhouetteDataset(self.front[:n], self.side[:n], self.shape[:n], self.height[:n],
                                  self.measurements[:n], self.manifest)
 

@@ -249,9 +249,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bodyshape.paths import DATA_DIR
-
     from bodyshape.augment import NO_NOISE, MaskNoise
+    from bodyshape.paths import DATA_DIR
 
     noise = {"default": MaskNoise(), "strong": MaskNoise().stronger(), "none": NO_NOISE}[args.noise]
     cfg = DataConfig(n=args.n, seed=args.seed, shard_size=args.shard_size, noise=noise)
