@@ -123,7 +123,7 @@ def _mirror(rotvec: torch.Tensor) -> torch.Tensor:
 #: waist is visible), feet slightly apart. Side view: arms hanging straight down along the
 #: body, wrists under the shoulders, as people stand in a profile photo. The side-view
 #: angles were fitted once by gradient descent on elbow and wrist positions (see
-#: docs/DECISIONS.md); without them the rest pose puts the hands in front of the hips.
+#: docs/decisions.md); without them the rest pose puts the hands in front of the hips.
 CAPTURE_POSES: dict[str, dict[str, tuple[float, float, float]]] = {
     "front": {},
     "side": {

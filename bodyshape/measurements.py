@@ -10,7 +10,7 @@ height         top of the head to the soles (z extent).
 chest          bust/chest girth: the largest horizontal torso girth between 50% and 85% of the
                way from the waist plane up to the shoulder joints (ISO 8559: fullest part).
 waist          horizontal torso girth at the mean height of Anny's waist-loop vertices
-               (the loop ``anny.anthropometry`` measures; see docs/MEASUREMENTS.md).
+               (the loop ``anny.anthropometry`` measures; see docs/decisions.md).
 hip            the largest horizontal girth of torso + legs between the crotch and the waist
                plane (over the buttocks; arms and hands excluded).
 neck           horizontal girth of the neck faces at the height of the mid-neck joint.
