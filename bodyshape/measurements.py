@@ -105,6 +105,33 @@ def horizontal_girth(vertices: np.ndarray, faces: np.ndarray, z: float) -> float
     return girth(vertices, faces, np.array([0.0, 0.0, z]), _Z)
 
 
+def horizontal_girths(vertices: np.ndarray, faces: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Girths of horizontal sections at several heights at once (vectorised over levels)."""
+    levels = np.asarray(levels, np.float64)
+    tri = vertices[faces]  # (F, 3, 3)
+    d = tri[:, :, 2, None] - levels[None, None, :]  # (F, 3, L)
+    pts, lvl = [], []
+    for a, b in ((0, 1), (1, 2), (2, 0)):
+        da, db = d[:, a], d[:, b]
+        f_idx, l_idx = np.nonzero((da > 0) != (db > 0))
+        if f_idx.size == 0:
+            continue
+        t = (da[f_idx, l_idx] / (da[f_idx, l_idx] - db[f_idx, l_idx]))[:, None]
+        pa, pb = tri[f_idx, a, :2], tri[f_idx, b, :2]
+        pts.append(pa + t * (pb - pa))
+        lvl.append(l_idx)
+    out = np.zeros(len(levels))
+    if not pts:
+        return out
+    p, lv = np.concatenate(pts), np.concatenate(lvl)
+    order = np.argsort(lv, kind="stable")
+    p, lv = p[order], lv[order]
+    bounds = np.searchsorted(lv, np.arange(len(levels) + 1))
+    for k in range(len(levels)):
+        out[k] = convex_perimeter(p[bounds[k] : bounds[k + 1]])
+    return out
+
+
 # ----------------------------------------------------------------------------- Anny
 _ARM = ("clavicle", "shoulder01", "upperarm", "lowerarm", "wrist", "finger", "metacarpal")
 _LEG = ("upperleg", "lowerleg", "foot", "toe")
@@ -200,7 +227,7 @@ class Measurer:
         def max_girth(faces: np.ndarray, z0: float, z1: float, n: int = 8) -> float:
             fz = z[faces]
             band = faces[(fz.max(1) >= z0) & (fz.min(1) <= z1)]  # slice only faces in range
-            return max(horizontal_girth(v, band, zz) for zz in np.linspace(z0, z1, n))
+            return float(horizontal_girths(v, band, np.linspace(z0, z1, n)).max())
 
         chest = max_girth(
             self.faces_torso, waist_z + 0.50 * (shoulder_z - waist_z), waist_z + 0.85 * (shoulder_z - waist_z)

@@ -70,3 +70,14 @@ def test_height_and_waist_agree_with_anny_anthropometry(body):
         # anny sums the polyline through its (non-planar) waist loop, which follows the navel
         # dip; our tape is a horizontal convex cut at the loop's mean height: within 2%
         assert ours["waist"] == pytest.approx(float(anny_m["waist_circumference"][i]), rel=0.02)
+
+
+def test_vectorised_sections_equal_single_sections():
+    from bodyshape.measurements import horizontal_girths
+
+    v, f = cylinder(0.2, 1.0)
+    v = v * np.array([1.0, 0.6, 1.0])  # an elliptic cylinder
+    levels = np.array([0.05, 0.33, 0.5, 0.95, 2.0])  # the last misses the mesh
+    single = [horizontal_girth(v, f, z) for z in levels]
+    np.testing.assert_allclose(horizontal_girths(v, f, levels), single, rtol=1e-9)
+    assert single[-1] == 0.0
