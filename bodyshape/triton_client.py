@@ -1,0 +1,221 @@
+"""Client of the Triton models (bundled server or any Triton serving ``model_repository/``).
+
+    p = TritonPredictor("127.0.0.1:8000")                  # HTTP, or protocol="grpc" + port 8001
+    shape = p.predict_shape(front_u8, side_u8, height_m)   # (B, N_SHAPE) via body_shape
+    shape, vertices = p.reconstruct(front_u8, side_u8, height_m)  # via the body_pipeline ensemble
+
+Inputs are normalised silhouettes (B, H, W) uint8 0/255 (or (H, W) for one person) and
+heights in metres (B,). Tensors travel as binary data (the bundled 2.51 server fails on
+JSON-encoded Python-backend outputs). Batches over the server's maximum are split.
+Errors: :class:`TritonUnavailableError` when the server cannot be reached or is not ready,
+:class:`TritonInferenceError` when it refuses a request (its message is kept).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bodyshape.body_model import N_SHAPE
+from bodyshape.errors import BodyShapeError
+
+SHAPE_MODEL = "body_shape"
+MESH_MODEL = "body_mesh"
+PIPELINE_MODEL = "body_pipeline"
+
+
+class TritonUnavailableError(BodyShapeError):
+    """The Triton server cannot be reached, or its models are not ready."""
+
+
+class TritonInferenceError(BodyShapeError):
+    """The server answered a request with an error (bad input, model failure)."""
+
+
+def _strip_scheme(url: str) -> tuple[str, bool]:
+    for scheme in ("http://", "https://", "grpc://", "grpcs://"):
+        if url.startswith(scheme):
+            return url[len(scheme) :].rstrip("/"), scheme in ("https://", "grpcs://")
+    return url.rstrip("/"), False
+
+
+class TritonPredictor:
+    """Shape parameters and vertices from a Triton server (HTTP or gRPC), same API as LocalPredictor."""
+
+    def __init__(
+        self,
+        url: str,
+        protocol: str = "http",
+        timeout_s: float = 60.0,
+        connect_timeout_s: float = 5.0,
+        max_batch_size: int = 64,
+        check_ready: bool = True,
+    ) -> None:
+        if protocol not in ("http", "grpc"):
+            raise BodyShapeError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
+        self.url, ssl = _strip_scheme(url)
+        self.protocol = protocol
+        self.timeout_s = timeout_s
+        self.max_batch_size = max_batch_size
+        try:
+            if protocol == "http":
+                import tritonclient.http as tc
+
+                self._client = tc.InferenceServerClient(
+                    self.url, connection_timeout=connect_timeout_s, network_timeout=timeout_s, ssl=ssl
+                )
+            else:
+                import tritonclient.grpc as tc
+
+                self._client = tc.InferenceServerClient(self.url, ssl=ssl)
+        except Exception as e:  # malformed URL and the like
+            raise TritonUnavailableError(f"cannot create a Triton {protocol} client for {url!r}: {e}") from e
+        self._tc = tc
+        if check_ready:
+            self.wait_ready(timeout_s=0)
+
+    def __repr__(self) -> str:
+        return f"TritonPredictor({self.url!r}, protocol={self.protocol!r})"
+
+    # ------------------------------------------------------------------ health
+    def is_ready(self, models: tuple[str, ...] = (SHAPE_MODEL, MESH_MODEL, PIPELINE_MODEL)) -> bool:
+        try:
+            return bool(self._client.is_server_ready()) and all(
+                self._client.is_model_ready(m) for m in models
+            )
+        except Exception:
+            return False
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Return once the server and the three models are ready, else TritonUnavailableError."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.is_ready():
+                return
+            if time.monotonic() >= deadline:
+                raise TritonUnavailableError(
+                    f"Triton server at {self.url} ({self.protocol}) is not reachable or its models "
+                    f"({SHAPE_MODEL}, {MESH_MODEL}, {PIPELINE_MODEL}) are not ready; start one with "
+                    "`bodyshape serve` or pass the URL of a running server"
+                )
+            time.sleep(0.25)
+
+    # ------------------------------------------------------------------ inference
+    def _infer(
+        self, model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...]
+    ) -> dict[str, np.ndarray]:
+        tc = self._tc
+        dtypes = {np.dtype(np.uint8): "UINT8", np.dtype(np.float32): "FP32"}
+        tensors = []
+        for name, arr in inputs.items():
+            t = tc.InferInput(name, list(arr.shape), dtypes[arr.dtype])
+            if self.protocol == "http":
+                t.set_data_from_numpy(arr, binary_data=True)
+            else:
+                t.set_data_from_numpy(arr)
+            tensors.append(t)
+        if self.protocol == "http":
+            req = [tc.InferRequestedOutput(o, binary_data=True) for o in outputs]
+            kwargs = {"timeout": int(self.timeout_s * 1e6)}  # server-side timeout (us)
+        else:
+            req = [tc.InferRequestedOutput(o) for o in outputs]
+            kwargs = {"client_timeout": self.timeout_s}
+        try:
+            result = self._client.infer(model, tensors, outputs=req, **kwargs)
+        except tc.InferenceServerException as e:
+            if _is_connection_error(e):
+                raise TritonUnavailableError(f"Triton server at {self.url} is unreachable: {e}") from e
+            raise TritonInferenceError(f"Triton model {model} refused the request: {e.message()}") from e
+        except (ConnectionError, OSError) as e:  # HTTP: connection refused / reset (geventhttpclient)
+            raise TritonUnavailableError(f"Triton server at {self.url} is unreachable: {e}") from e
+        return {o: result.as_numpy(o) for o in outputs}
+
+    def _batches(self, front, side, height_m):
+        front, side, height = _prepare(front, side, height_m)
+        for i in range(0, len(front), self.max_batch_size):
+            sl = slice(i, i + self.max_batch_size)
+            yield {"FRONT": front[sl], "SIDE": side[sl], "HEIGHT": height[sl]}
+
+    def predict_shape(self, front: np.ndarray, side: np.ndarray, height_m) -> np.ndarray:
+        """Silhouettes (B, H, W) uint8 + heights (B,) m -> shape parameters (B, N_SHAPE) float32."""
+        outs = [
+            self._infer(SHAPE_MODEL, b, ("SHAPE",))["SHAPE"] for b in self._batches(front, side, height_m)
+        ]
+        return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def reconstruct(self, front: np.ndarray, side: np.ndarray, height_m) -> tuple[np.ndarray, np.ndarray]:
+        """-> (shape (B, N_SHAPE), vertices (B, V, 3) metres), through the body_pipeline ensemble."""
+        shapes, verts = [], []
+        for b in self._batches(front, side, height_m):
+            r = self._infer(PIPELINE_MODEL, b, ("SHAPE", "VERTICES"))
+            shapes.append(r["SHAPE"])
+            verts.append(r["VERTICES"])
+        return np.concatenate(shapes), np.concatenate(verts)
+
+    def mesh_from_shape(self, shape: np.ndarray, height_m) -> np.ndarray:
+        """Shape parameters (B, N_SHAPE) + heights (B,) -> vertices (B, V, 3) via body_mesh."""
+        shape = np.ascontiguousarray(shape, np.float32)
+        if shape.ndim == 1:
+            shape = shape[None]
+        if shape.ndim != 2 or shape.shape[1] != N_SHAPE:
+            raise BodyShapeError(f"shape parameters must be (batch, {N_SHAPE}), got {shape.shape}")
+        height = np.asarray(height_m, np.float32).reshape(-1, 1)
+        out = []
+        for i in range(0, len(shape), self.max_batch_size):
+            sl = slice(i, i + self.max_batch_size)
+            out.append(
+                self._infer(MESH_MODEL, {"SHAPE": shape[sl], "HEIGHT": height[sl]}, ("VERTICES",))["VERTICES"]
+            )
+        return np.concatenate(out)
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # closing a client whose server is gone is not an error worth raising
+            pass
+
+    def __enter__(self) -> TritonPredictor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _prepare(front, side, height_m) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check and shape the inputs: (B, H, W) uint8 silhouettes, (B, 1) float32 heights."""
+    from bodyshape.reconstruct import check_height_m
+
+    front, side = np.asarray(front), np.asarray(side)
+    if front.ndim == 2:
+        front, side = front[None], side[None]
+    if front.ndim != 3 or front.shape != side.shape:
+        raise BodyShapeError(
+            f"front and side must both be (B, H, W) silhouettes, got {front.shape} and {side.shape}"
+        )
+    if front.dtype != np.uint8 or side.dtype != np.uint8:
+        if front.dtype == bool and side.dtype == bool:
+            front, side = front.astype(np.uint8) * 255, side.astype(np.uint8) * 255
+        else:
+            raise BodyShapeError(
+                f"silhouettes must be uint8 0/255 (or bool), got {front.dtype} and {side.dtype}"
+            )
+    height = check_height_m(height_m).reshape(-1, 1)
+    if len(height) != len(front):
+        raise BodyShapeError(f"got {len(front)} silhouette pairs but {len(height)} heights")
+    return np.ascontiguousarray(front), np.ascontiguousarray(side), np.ascontiguousarray(height)
+
+
+def _is_connection_error(e: Exception) -> bool:
+    msg = str(e).lower()
+    return any(
+        k in msg
+        for k in (
+            "unavailable",
+            "failed to connect",
+            "connection refused",
+            "deadline",
+            "connect",
+            "unreachable",
+        )
+    )

@@ -1,0 +1,389 @@
+"""The bundled Triton server: the ``tritonserver`` binary of the nvidia-pytriton wheel, on loopback.
+
+    with BundledTriton() as server:          # starts, waits until every model is ready
+        TritonPredictor(server.http_url)     # or server.grpc_url with protocol="grpc"
+
+What it takes care of (see docs/serving.md and DESIGN.md's pitfalls):
+- ``LD_LIBRARY_PATH`` -> the wheel's ``nvidia_pytriton.libs``;
+- a backends folder with the Python backend and the stub built for *this* Python;
+- the running environment's ``bin`` first on ``PATH`` (the stub imports numpy, onnxruntime,
+  torch and bodyshape from the first ``python3`` there) and the project on ``PYTHONPATH``;
+- HTTP and gRPC bound to 127.0.0.1 only (2.51 can crash on huge request bodies: never
+  expose it), metrics off;
+- its own process group: :meth:`stop` signals the group (server + Python stubs), so nothing
+  is left behind; on Linux the server also dies with the thread that started it;
+- optional supervision: a watchdog thread restarts a server that died (``restarts`` counts).
+
+``bodyshape serve`` runs it in the foreground until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from pathlib import Path
+
+from bodyshape.errors import BodyShapeError
+from bodyshape.paths import MODEL_REPOSITORY, REPO_DIR
+
+#: First start with a cold Anny cache builds the body model (~80 s on 2 cores).
+DEFAULT_START_TIMEOUT_S = 300.0
+
+
+class TritonServerError(BodyShapeError):
+    """The bundled server could not be found, started, or kept running."""
+
+
+def _site_packages() -> Path:
+    import pytriton
+
+    return Path(pytriton.__file__).resolve().parent.parent
+
+
+def find_tritonserver() -> tuple[Path, Path, Path]:
+    """(tritonserver binary, its libs folder, the wheel's tritonserver folder)."""
+    try:
+        site = _site_packages()
+    except ImportError as e:
+        raise TritonServerError(
+            "the nvidia-pytriton package is not installed (pip install nvidia-pytriton==0.7.0)"
+        ) from e
+    root = site / "pytriton" / "tritonserver"
+    binary, libs = root / "bin" / "tritonserver", site / "nvidia_pytriton.libs"
+    for p in (binary, libs, root / "backends" / "python"):
+        if not p.exists():
+            raise TritonServerError(f"nvidia-pytriton is installed but {p} is missing; reinstall it")
+    return binary, libs, root
+
+
+def prepare_backends(dest: Path) -> Path:
+    """A backends folder: the wheel's Python backend + the stub for the running Python version."""
+    _, _, root = find_tritonserver()
+    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / ver / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise TritonServerError(f"the bundled Triton has no Python backend stub for Python {ver} ({stub})")
+    py = dest / "python"
+    if py.exists():
+        shutil.rmtree(py)
+    shutil.copytree(root / "backends" / "python", py, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(stub, py / "triton_python_backend_stub")
+    return dest
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _new_group() -> None:  # runs in the child between fork and exec
+    os.setsid()
+
+
+def _new_group_die_with_parent() -> None:
+    os.setsid()
+    # PR_SET_PDEATHSIG: SIGTERM when the *thread* that forked exits (so only used from
+    # long-lived threads: the main thread or the watchdog); covers a SIGKILLed parent.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_LIVE):
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+class BundledTriton:
+    """Start/stop/supervise a local ``tritonserver`` on loopback. Context manager."""
+
+    def __init__(
+        self,
+        model_repository: str | Path | None = None,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+        supervise: bool = False,
+        watchdog_interval_s: float = 2.0,
+        log_path: str | Path | None = None,
+        model_config_name: str | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.model_repository = Path(model_repository or MODEL_REPOSITORY).resolve()
+        self.http_port = http_port
+        self.grpc_port = grpc_port
+        self.start_timeout_s = start_timeout_s
+        self.supervise = supervise
+        self.watchdog_interval_s = watchdog_interval_s
+        self.model_config_name = model_config_name
+        self.extra_args = list(extra_args or [])
+        self.restarts = 0
+        self._workdir: tempfile.TemporaryDirectory | None = None
+        self._log_path = Path(log_path) if log_path else None
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._watchdog: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ addresses
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._log_path
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> BundledTriton:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> BundledTriton:
+        with self._lock:
+            if self.is_running():
+                return self
+            if not (self.model_repository / "body_shape" / "config.pbtxt").is_file():
+                raise TritonServerError(
+                    f"{self.model_repository} is not a bodyshape model repository; run `bodyshape export`"
+                )
+            if self._workdir is None:
+                self._workdir = tempfile.TemporaryDirectory(prefix="bodyshape-triton-")
+                prepare_backends(Path(self._workdir.name) / "backends")
+            if self._log_path is None:
+                self._log_path = Path(self._workdir.name) / "tritonserver.log"
+            self.http_port = self.http_port or free_port()
+            self.grpc_port = self.grpc_port or free_port()
+            self._stopping.clear()
+            self._spawn()
+            try:
+                self._wait_ready()
+            except BaseException:
+                self._kill()
+                raise
+        if self.supervise and (self._watchdog is None or not self._watchdog.is_alive()):
+            self._watchdog = threading.Thread(target=self._watch, name="triton-watchdog", daemon=True)
+            self._watchdog.start()
+        return self
+
+    def command(self) -> list[str]:
+        binary, _, _ = find_tritonserver()
+        cmd = [
+            str(binary),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={Path(self._workdir.name) / 'backends'}",
+            "--http-address=127.0.0.1",
+            f"--http-port={self.http_port}",
+            "--grpc-address=127.0.0.1",
+            f"--grpc-port={self.grpc_port}",
+            "--allow-metrics=false",
+            "--exit-timeout-secs=5",
+            "--log-verbose=0",
+        ]
+        if self.model_config_name:
+            cmd.append(f"--model-config-name={self.model_config_name}")
+        return cmd + self.extra_args
+
+    def environment(self) -> dict[str, str]:
+        _, libs, _ = find_tritonserver()
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+        venv_bin = str(Path(sys.executable).parent)
+        env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
+        if sys.prefix != sys.base_prefix:
+            env["VIRTUAL_ENV"] = sys.prefix
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_DIR), env.get("PYTHONPATH", "")) if p)
+        return env  # ANNY_CACHE_DIR: bodyshape.paths already put the project default in os.environ
+
+    def _spawn(self) -> None:
+        long_lived = threading.current_thread() in (threading.main_thread(), self._watchdog)
+        log = open(self._log_path, "ab")  # noqa: SIM115 - owned by the child process from here on
+        try:
+            self._proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.environment(),
+                preexec_fn=_new_group_die_with_parent if long_lived else _new_group,
+                close_fds=True,
+            )
+        finally:
+            log.close()
+        _LIVE.add(self)
+
+    def log_tail(self, n_lines: int = 40) -> str:
+        if not self._log_path or not self._log_path.exists():
+            return "(no log)"
+        lines = self._log_path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n_lines:])
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise TritonServerError(
+                    f"tritonserver exited with code {self._proc.returncode} while starting "
+                    f"(repository {self.model_repository}). Last lines of {self._log_path}:\n{self.log_tail()}"
+                )
+            if self._ready():
+                return
+            time.sleep(0.25)
+        raise TritonServerError(
+            f"tritonserver was not ready after {self.start_timeout_s:.0f} s. "
+            f"Last lines of {self._log_path}:\n{self.log_tail()}"
+        )
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def ensure_running(self) -> BundledTriton:
+        """Restart the server if it died (same ports); returns once it is ready."""
+        with self._lock:
+            if self._stopping.is_set() or self._proc is None:
+                raise TritonServerError("the bundled Triton server was stopped")
+            if not self.is_running():
+                self.restarts += 1
+                self._kill()  # reap what is left of the old process group
+                self._spawn()
+                try:
+                    self._wait_ready()
+                except BaseException:
+                    self._kill()
+                    raise
+        return self
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.watchdog_interval_s):
+            if not self.is_running() and not self._stopping.is_set():
+                with contextlib.suppress(TritonServerError):
+                    self.ensure_running()
+
+    def _kill(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM the server's process group (server + Python stubs), then SIGKILL what is left."""
+        proc = self._proc
+        if proc is None:
+            return
+        pgid = proc.pid  # setsid() made the server a group leader
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+        # Stubs may outlive the server by a moment: give them a second, then force.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and _group_alive(pgid):
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            self._kill()
+            self._proc = None
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            self._watchdog.join(timeout=5)
+        self._watchdog = None
+        if self._workdir is not None:
+            keep_log = self._log_path and self._log_path.parent == Path(self._workdir.name)
+            if keep_log:
+                self._log_path = None
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.is_running():
+                self.stop()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+# ---------------------------------------------------------------------- CLI stage `serve`
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_START_TIMEOUT_S, help="seconds to wait for readiness"
+    )
+    parser.add_argument("--log", type=Path, default=None, help="server log file (default: a temporary file)")
+    parser.add_argument(
+        "--model-config-name", default=None, help="e.g. tensorrt_plan on a GPU host with a built model.plan"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    server = BundledTriton(
+        args.model_repository,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        start_timeout_s=args.timeout,
+        supervise=True,
+        log_path=args.log,
+        model_config_name=args.model_config_name,
+    )
+    print(f"starting tritonserver on 127.0.0.1 (repository {server.model_repository}) ...", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with server:
+        print(
+            f"ready: HTTP {server.http_url}  gRPC {server.grpc_url}  (pid {server.pid}, log {server.log_path})\n"
+            "models: body_shape, body_mesh, body_pipeline. Ctrl-C to stop.",
+            flush=True,
+        )
+        while not stop.wait(1.0):
+            pass
+        print("stopping ...", flush=True)
+    print("stopped.")
+    return 0
