@@ -52,6 +52,8 @@ class TritonPythonModel:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Spinning intra-op threads burn a core while waiting: bad when the server shares the CPU.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", params.get("ORT_ALLOW_SPINNING", "1"))
         path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model.onnx")
         self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
         got = {i.name: i.type for i in self.session.get_inputs()}

@@ -1,0 +1,142 @@
+"""Export: ONNX parity with PyTorch, TensorRT (skipped without TensorRT + GPU), the Triton repository."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from bodyshape.checkpoint import load_model
+from bodyshape.paths import MODEL_REPOSITORY, WEIGHTS_DIR
+from bodyshape.silhouette import to_network_input
+from export import onnx_export, tensorrt_build
+from export.export_model import export_all
+from export.triton_repository import validate_repository
+
+WEIGHTS = WEIGHTS_DIR / "fused.safetensors"
+
+
+@pytest.fixture(scope="module")
+def net():
+    return load_model(WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def onnx_path(net, tmp_path_factory):
+    return onnx_export.export_onnx(net, tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
+def test_onnx_matches_pytorch(net, onnx_path):
+    parity = onnx_export.check_parity(net, onnx_path, batch_sizes=(1, 5, 64))
+    print(parity)
+    assert parity.max_abs_diff < 1e-4, parity
+
+
+def test_onnx_uint8_conversion_is_to_network_input(net, onnx_path):
+    """Any uint8 value > 0 is body, exactly as in training (not only 0/255)."""
+    rng = np.random.default_rng(1)
+    f, s, h = onnx_export.example_inputs(net, batch=4, seed=3)
+    f = np.where(f > 0, rng.choice([1, 7, 128, 255], f.shape), 0).astype(np.uint8)
+    (got,) = onnx_export.ort_session(onnx_path).run(None, {"FRONT": f, "SIDE": s, "HEIGHT": h})
+    with torch.no_grad():
+        ref = net(
+            torch.from_numpy(to_network_input(f))[:, None],
+            torch.from_numpy(to_network_input(s))[:, None],
+            torch.from_numpy(h.reshape(-1)),
+        ).numpy()
+    assert np.abs(got - ref).max() < 1e-4
+
+
+def test_onnx_batch_equals_single(onnx_path, net):
+    sess = onnx_export.ort_session(onnx_path)
+    f, s, h = onnx_export.example_inputs(net, batch=6, seed=4)
+    (batch,) = sess.run(None, {"FRONT": f, "SIDE": s, "HEIGHT": h})
+    single = np.concatenate(
+        [
+            sess.run(None, {"FRONT": f[i : i + 1], "SIDE": s[i : i + 1], "HEIGHT": h[i : i + 1]})[0]
+            for i in range(6)
+        ]
+    )
+    assert np.abs(batch - single).max() < 1e-5
+
+
+def test_onnx_export_is_deterministic(net, onnx_path, tmp_path):
+    again = onnx_export.export_onnx(net, tmp_path / "again.onnx")
+    assert onnx_export.sha256(again) == onnx_export.sha256(onnx_path)
+
+
+@pytest.mark.skipif(
+    tensorrt_build.tensorrt_unavailable_reason() is not None,
+    reason=f"TensorRT engine build needs TensorRT + a GPU: {tensorrt_build.tensorrt_unavailable_reason()}",
+)
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_engine_matches_pytorch(net, onnx_path, tmp_path, precision):
+    result = tensorrt_build.build_engine(onnx_path, tmp_path / "model.plan", precision=precision)
+    assert result.built and result.plan.stat().st_size > 0
+    diff = tensorrt_build.check_parity(result.plan, net)
+    assert diff < tensorrt_build.PARITY_ATOL[precision], diff
+
+
+def test_tensorrt_never_pretends(onnx_path, tmp_path):
+    """Without TensorRT + GPU: no plan, a reason, and the trtexec line for a GPU host."""
+    if tensorrt_build.tensorrt_unavailable_reason() is None:
+        pytest.skip("TensorRT is available here: the engine test covers it")
+    result = tensorrt_build.build_engine(onnx_path, tmp_path / "model.plan")
+    assert not result.built and result.skipped_reason
+    assert not (tmp_path / "model.plan").exists()
+    cmd = tensorrt_build.trtexec_command(onnx_path, tmp_path / "model.plan")
+    for part in (
+        "trtexec",
+        "--minShapes=FRONT:1x128x96",
+        "--maxShapes=FRONT:64x128x96",
+        "HEIGHT:64x1",
+        "--fp16",
+    ):
+        assert part in cmd
+
+
+def _parse_config(path):
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def test_export_writes_a_valid_repository(tmp_path, capsys):
+    out = tmp_path / "repo"
+    info = export_all(WEIGHTS, out, tensorrt="auto")
+    log = capsys.readouterr().out
+    assert "parity OK" in log
+    if not info["tensorrt"]["built"]:
+        assert "TensorRT: SKIPPED" in log and "trtexec" in log
+        assert not (out / "body_shape/1/model.plan").exists()
+    validate_repository(out)
+    shape = _parse_config(out / "body_shape/config.pbtxt")
+    assert shape.backend == "python" and shape.max_batch_size == 64
+    assert [(i.name, i.data_type, list(i.dims)) for i in shape.input] == [
+        ("FRONT", model_config_pb2.TYPE_UINT8, [128, 96]),
+        ("SIDE", model_config_pb2.TYPE_UINT8, [128, 96]),
+        ("HEIGHT", model_config_pb2.TYPE_FP32, [1]),
+    ]
+    assert shape.HasField("dynamic_batching")
+    gpu = _parse_config(out / "body_shape/configs/tensorrt_plan.pbtxt")
+    assert gpu.platform == "tensorrt_plan" and list(gpu.input) == list(shape.input)
+    mesh = _parse_config(out / "body_mesh/config.pbtxt")
+    assert list(mesh.output[0].dims) == [13718, 3]
+    pipe = _parse_config(out / "body_pipeline/config.pbtxt")
+    assert pipe.platform == "ensemble"
+    assert [s.model_name for s in pipe.ensemble_scheduling.step] == ["body_shape", "body_mesh"]
+    assert (out / "body_pipeline/1").is_dir()
+
+
+def test_committed_repository_is_up_to_date(tmp_path):
+    """model_repository/ is what `bodyshape export` writes from the shipped weights (byte for byte)."""
+    info = json.loads((MODEL_REPOSITORY / "body_shape/1/export_info.json").read_text())
+    assert info["weights_sha256"] == onnx_export.sha256(WEIGHTS), (
+        f"{MODEL_REPOSITORY} was exported from other weights than {WEIGHTS}: run `bodyshape export`"
+    )
+    out = export_all(WEIGHTS, tmp_path / "repo", tensorrt="off", log=lambda *_: None) and tmp_path / "repo"
+    for f in sorted(p for p in out.rglob("*") if p.is_file()):
+        rel = f.relative_to(out)
+        assert (MODEL_REPOSITORY / rel).read_bytes() == f.read_bytes(), (
+            f"{rel} differs: run `bodyshape export`"
+        )
