@@ -1,0 +1,185 @@
+"""The real bundled Triton server on the committed repository: parity, bad inputs, perf_analyzer.
+
+One server for the module (about 10 s to start with a warm Anny cache, ~90 s cold).
+"""
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as tgrpc
+import tritonclient.http as thttp
+
+from bodyshape.errors import BodyShapeError
+from bodyshape.paths import MODEL_REPOSITORY
+from bodyshape.reconstruct import LocalPredictor, mesh_from_shape
+from bodyshape.triton_client import TritonInferenceError, TritonPredictor, TritonUnavailableError
+from bodyshape.triton_server import BundledTriton, free_port
+from export.onnx_export import example_inputs
+
+SHAPE_ATOL = 1e-4  # shape parameters, Triton (ONNX Runtime) vs in-process PyTorch
+VERTEX_ATOL = 1e-4  # metres (0.1 mm)
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = BundledTriton(MODEL_REPOSITORY)
+    srv.start()
+    pgid = srv.pid
+    yield srv
+    srv.stop()
+    # Nothing of the server's process group (server + Python-backend stubs) is left.
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    local = LocalPredictor()
+    f, s, h = example_inputs(local.model, batch=3, seed=11)
+    h = h.reshape(-1)
+    shape = local.predict_shape(f, s, h)
+    return f, s, h, shape, mesh_from_shape(shape, h)
+
+
+def test_unreachable_server_is_a_clear_error():
+    port = free_port()
+    for proto in ("http", "grpc"):
+        with pytest.raises(TritonUnavailableError, match="not reachable"):
+            TritonPredictor(f"127.0.0.1:{port}", protocol=proto)
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_client_matches_in_process_pytorch(server, reference, protocol):
+    f, s, h, ref_shape, ref_verts = reference
+    url = server.http_url if protocol == "http" else server.grpc_url
+    with TritonPredictor(url, protocol=protocol) as p:
+        shape = p.predict_shape(f, s, h)
+        assert shape.shape == ref_shape.shape and shape.dtype == np.float32
+        assert np.abs(shape - ref_shape).max() < SHAPE_ATOL
+        shape2, verts = p.reconstruct(f, s, h)
+        assert verts.shape == ref_verts.shape == (3, 13718, 3)
+        assert np.abs(shape2 - ref_shape).max() < SHAPE_ATOL
+        assert np.abs(verts - ref_verts).max() < VERTEX_ATOL
+        # a single pair, (H, W) silhouettes
+        one = p.predict_shape(f[0], s[0], h[:1])
+        assert np.abs(one - ref_shape[:1]).max() < SHAPE_ATOL
+
+
+def _http_request(client, model, arrays):
+    inputs = []
+    for name, a in arrays.items():
+        t = thttp.InferInput(name, list(a.shape), {np.uint8: "UINT8", np.float32: "FP32"}[a.dtype.type])
+        t.set_data_from_numpy(a, binary_data=True)
+        inputs.append(t)
+    names = ["SHAPE", "VERTICES"] if model == "body_pipeline" else ["SHAPE"]
+    return client.infer(
+        model, inputs, outputs=[thttp.InferRequestedOutput(n, binary_data=True) for n in names]
+    )
+
+
+def _bad_inputs(f, s, h):
+    hh = h[:1].reshape(1, 1).astype(np.float32)
+    big = 65
+    return {
+        "wrong shape": {"FRONT": f[:1, :100], "SIDE": s[:1], "HEIGHT": hh},
+        "wrong dtype": {"FRONT": f[:1].astype(np.float32), "SIDE": s[:1], "HEIGHT": hh},
+        "NaN height": {"FRONT": f[:1], "SIDE": s[:1], "HEIGHT": np.full((1, 1), np.nan, np.float32)},
+        "height in cm": {"FRONT": f[:1], "SIDE": s[:1], "HEIGHT": np.full((1, 1), 170.0, np.float32)},
+        "empty silhouette": {"FRONT": np.zeros_like(f[:1]), "SIDE": s[:1], "HEIGHT": hh},
+        "batch over max": {
+            "FRONT": np.repeat(f[:1], big, 0),
+            "SIDE": np.repeat(s[:1], big, 0),
+            "HEIGHT": np.full((big, 1), 1.7, np.float32),
+        },
+    }
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize(
+    "case", ["wrong shape", "wrong dtype", "NaN height", "height in cm", "empty silhouette", "batch over max"]
+)
+@pytest.mark.parametrize("model", ["body_shape", "body_pipeline"])
+def test_bad_input_is_refused_and_server_keeps_serving(server, reference, case, model):
+    f, s, h, ref_shape, _ = reference
+    client = thttp.InferenceServerClient(server.http_url)
+    with pytest.raises(thttp.InferenceServerException) as e:
+        _http_request(client, model, _bad_inputs(f, s, h)[case])
+    print(case, "->", e.value)
+    assert e.value.message()
+    good = _http_request(client, model, {"FRONT": f[:1], "SIDE": s[:1], "HEIGHT": h[:1].reshape(1, 1)})
+    assert np.abs(good.as_numpy("SHAPE") - ref_shape[:1]).max() < SHAPE_ATOL
+    assert server.is_running()
+
+
+@pytest.mark.triton
+def test_bad_input_over_grpc_and_through_the_predictor(server, reference):
+    f, s, h, ref_shape, _ = reference
+    client = tgrpc.InferenceServerClient(server.grpc_url)
+    inputs = [
+        tgrpc.InferInput("FRONT", [1, 128, 96], "UINT8"),
+        tgrpc.InferInput("SIDE", [1, 128, 96], "UINT8"),
+    ]
+    inputs[0].set_data_from_numpy(f[:1])
+    inputs[1].set_data_from_numpy(s[:1])
+    nan = tgrpc.InferInput("HEIGHT", [1, 1], "FP32")
+    nan.set_data_from_numpy(np.full((1, 1), np.nan, np.float32))
+    with pytest.raises(tgrpc.InferenceServerException, match="NaN"):
+        client.infer("body_shape", inputs + [nan])
+    p = TritonPredictor(server.grpc_url, protocol="grpc")
+    with pytest.raises(BodyShapeError, match="height"):  # refused before sending
+        p.predict_shape(f, s, h * 100)
+    with pytest.raises(TritonInferenceError, match="empty"):
+        p.predict_shape(np.zeros_like(f), s, h)
+    with pytest.raises(TritonInferenceError, match="NaN"):
+        p.mesh_from_shape(np.full((1, 20), np.nan, np.float32), [1.7])
+    assert np.abs(p.predict_shape(f, s, h) - ref_shape).max() < SHAPE_ATOL
+
+
+@pytest.mark.triton
+def test_predictor_splits_batches_over_the_maximum(server, reference):
+    f, s, h, ref_shape, _ = reference
+    n = 70
+    idx = np.arange(n) % 3
+    shape = TritonPredictor(server.http_url).predict_shape(f[idx], s[idx], h[idx])
+    assert shape.shape == (n, 20)
+    assert np.abs(shape - ref_shape[idx]).max() < SHAPE_ATOL
+
+
+@pytest.mark.triton
+def test_perf_analyzer_smoke(server, reference, tmp_path):
+    from export.bench import run_perf_analyzer, write_input_data
+
+    f, s, h, _, _ = reference
+    data = write_input_data(tmp_path / "input.json", f[0], s[0], float(h[0]))
+    row = run_perf_analyzer(
+        "body_shape",
+        server.http_url,
+        data,
+        batch=1,
+        concurrency=2,
+        protocol="http",
+        measurement_interval_ms=500,
+        max_trials=3,
+        stability_percentage=1000,
+    )
+    print(row)
+    assert row.infer_per_s > 0 and row.p50_ms > 0
+
+
+@pytest.mark.triton
+def test_server_is_restarted_after_a_crash(server, reference):
+    """Last in the module: kill the server like a segfault would, ensure_running() brings it back."""
+    f, s, h, ref_shape, _ = reference
+    os.kill(server.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while server.is_running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not server.is_running()
+    server.ensure_running()
+    assert server.restarts == 1
+    shape = TritonPredictor(server.http_url).predict_shape(f, s, h)
+    assert np.abs(shape - ref_shape).max() < SHAPE_ATOL
