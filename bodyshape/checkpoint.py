@@ -44,8 +44,9 @@ def read_metadata(path: str | Path) -> tuple[NetConfig, dict]:
         raise BodyShapeError(f"model file {path} is not a valid bodyshape model: {e}") from e
     if tuple(cfg.shape_labels) != SHAPE_LABELS or cfg.shape_version != SHAPE_VERSION:
         raise BodyShapeError(
-            f"model file {path} predicts shape parameters {cfg.shape_version} that this code "
-            f"({SHAPE_VERSION}) does not use; retrain or use matching code"
+            f"model file {path} predicts a different shape-parameter list ({cfg.shape_version}: "
+            f"{', '.join(cfg.shape_labels)}) than this code ({SHAPE_VERSION}: {', '.join(SHAPE_LABELS)}); "
+            "retrain, or use the code the file was trained with"
         )
     return cfg, json.loads(meta.get("info", "{}"))
 
