@@ -39,28 +39,28 @@ class BackendUnavailableError(BodyShapeError):
 class TritonBackend:
     """The Triton ``body_pipeline`` ensemble at ``url`` (HTTP, or gRPC with protocol="grpc").
 
-    The client is created on first use and re-created after a connection failure, so the page
+    One client per thread: tritonclient's HTTP client runs on gevent and must not be used from
+    a thread other than the one that created it (Gradio calls handlers from a thread pool).
+    A client is created on first use and re-created after a connection failure, so the page
     keeps working when the server comes back (or is restarted by its supervisor).
     """
 
     def __init__(self, url: str, protocol: str = "http", timeout_s: float = 30.0) -> None:
         self.url, self.protocol, self.timeout_s = url, protocol, timeout_s
         self.name = f"Triton {protocol} {url}"
-        self._predictor = None
-        self._lock = threading.Lock()
+        self._local = threading.local()
 
     def _client(self):
         from bodyshape.triton_client import TritonPredictor, TritonUnavailableError
 
-        with self._lock:
-            if self._predictor is None:
-                try:
-                    self._predictor = TritonPredictor(
-                        self.url, protocol=self.protocol, timeout_s=self.timeout_s
-                    )
-                except TritonUnavailableError as e:
-                    raise BackendUnavailableError(self._unavailable_message()) from e
-            return self._predictor
+        predictor = getattr(self._local, "predictor", None)
+        if predictor is None:
+            try:
+                predictor = TritonPredictor(self.url, protocol=self.protocol, timeout_s=self.timeout_s)
+            except TritonUnavailableError as e:
+                raise BackendUnavailableError(self._unavailable_message()) from e
+            self._local.predictor = predictor
+        return predictor
 
     def _unavailable_message(self) -> str:
         return (
@@ -75,8 +75,7 @@ class TritonBackend:
         try:
             return predictor.reconstruct(front, side, height_m)
         except TritonUnavailableError as e:
-            with self._lock:
-                self._predictor = None  # reconnect next time
+            self._local.predictor = None  # reconnect next time
             raise BackendUnavailableError(self._unavailable_message()) from e
 
     def status(self) -> str:

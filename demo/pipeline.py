@@ -165,8 +165,10 @@ def mesh_figure(vertices: np.ndarray, faces: np.ndarray, title: str | None = Non
     """An interactive, shaded Plotly Mesh3d of a body (metres, Z up), seen from the front."""
     import plotly.graph_objects as go
 
-    v = np.round(np.asarray(vertices, np.float64), 4)
+    # Compact typed arrays for the browser (float32 vertices, uint16 faces): ~0.45 MB, not 1 MB.
+    v = np.asarray(vertices, np.float32)
     f = np.asarray(faces)
+    f = f.astype(np.uint16) if f.max() < 2**16 else f.astype(np.int32)
     mesh = go.Mesh3d(
         x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2],
         color="rgb(214,170,140)", flatshading=False,

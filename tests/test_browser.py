@@ -1,0 +1,214 @@
+"""End to end in a real browser: Debian's Chromium (driven by playwright) against the page,
+the page against the real bundled Triton server.
+
+Needs ``apt-get install chromium`` (playwright never downloads a browser here) and the u2netp
+weights (``bodyshape setup``). Timings (button press -> mesh on screen) are printed and written
+to ``$BODYSHAPE_TIMINGS`` if set; ``BODYSHAPE_SCREENSHOT=path.png`` saves a screenshot.
+"""
+
+import json
+import os
+import re
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bodyshape.assets import MissingAssetError, u2netp_path
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+RESULT_TIMEOUT_MS = 120_000
+
+
+def _have_u2netp() -> bool:
+    try:
+        u2netp_path()
+        return True
+    except MissingAssetError:
+        return False
+
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.triton,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
+    pytest.mark.skipif(not _have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Front and side photos of a known synthetic body on textured backgrounds, made here."""
+    from bodyshape.body_model import get_body_model
+    from demo.make_assets import true_measurements
+    from demo.synthetic import photo_pair
+
+    shape = get_body_model().sample_shapes(6, seed=77)[4]
+    front, side = photo_pair(shape, seed=5)
+    d = tmp_path_factory.mktemp("photos")
+    Image.fromarray(front).save(d / "front.jpg", quality=90)
+    Image.fromarray(side).save(d / "side.jpg", quality=90)
+    (d / "notes.jpg").write_text("this is a text file, not a photo")
+    return {
+        "front": d / "front.jpg",
+        "side": d / "side.jpg",
+        "bad": d / "notes.jpg",
+        "height_cm": round(true_measurements(shape)["height"] * 100, 1),
+    }
+
+
+@pytest.fixture(scope="module")
+def page_url():
+    from bodyshape.triton_server import BundledTriton
+    from demo.app import build_demo, launch
+    from demo.backend import TritonBackend
+
+    with BundledTriton() as server:
+        demo = build_demo(TritonBackend(server.http_url))
+        port = _free_port()
+        launch(demo, "127.0.0.1", port, None, 25, prevent_thread_lock=True, quiet=True)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, page_url):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1400})
+    pg = ctx.new_page()
+    pg.goto(page_url)
+    pg.wait_for_selector("#reconstruct", timeout=60_000)
+    yield pg
+    ctx.close()
+
+
+def _upload(page, front, side, height):
+    page.locator("#front_photo input[type=file]").set_input_files(str(front))
+    page.locator("#side_photo input[type=file]").set_input_files(str(side))
+    # Wait until both uploads are shown (the upload finished) before pressing the button.
+    page.wait_for_selector("#front_photo img", timeout=30_000)
+    page.wait_for_selector("#side_photo img", timeout=30_000)
+    page.locator("#height_cm input").fill(str(height))
+
+
+def _table(page) -> dict[str, float]:
+    """{label: value} read off the rendered measurements table."""
+    from demo.pipeline import MEASUREMENT_LABELS
+
+    labels = set(MEASUREMENT_LABELS.values())
+    lines = [t.strip() for t in page.locator("#measurements").inner_text().splitlines() if t.strip()]
+    out = {}
+    for label, value in zip(lines, lines[1:], strict=False):
+        if label in labels:
+            try:
+                out[label] = float(value)
+            except ValueError:
+                pass  # a header or another cell
+    return out
+
+
+def _server_timings(status: str) -> dict[str, float]:
+    pats = {
+        "server_total": r"Done in ([\d.]+) s",
+        "rembg": r"background removal ([\d.]+) s",
+        "triton": r"body model \([^)]*\) ([\d.]+) s",
+        "measurements": r"measurements ([\d.]+) s",
+        "figure_files": r"figure and files ([\d.]+) s",
+    }
+    return {k: float(m.group(1)) for k, p in pats.items() if (m := re.search(p, status))}
+
+
+def test_photos_to_mesh_and_measurements(page, photos):
+    runs = []
+    for i in range(2):  # two users in a row; each a fresh page, as a user would see it
+        if i:
+            page.goto(page.url)
+            page.wait_for_selector("#reconstruct", timeout=60_000)
+        _upload(page, photos["front"], photos["side"], photos["height_cm"])
+        t0 = time.perf_counter()
+        page.locator("#reconstruct").click()
+        page.wait_for_selector("#mesh_plot .js-plotly-plot .gl-container canvas", timeout=RESULT_TIMEOUT_MS)
+        t_mesh = time.perf_counter() - t0
+        page.wait_for_function(
+            "document.querySelector('#status') && document.querySelector('#status').innerText.includes('Done')",
+            timeout=RESULT_TIMEOUT_MS,
+        )
+        status = page.locator("#status").inner_text()
+        runs.append({"press_to_mesh_s": round(t_mesh, 2), **_server_timings(status)})
+    print("\nbutton press -> mesh on screen:", runs)
+    if os.environ.get("BODYSHAPE_TIMINGS"):
+        Path(os.environ["BODYSHAPE_TIMINGS"]).write_text(json.dumps(runs, indent=1))
+
+    # The 3D plot is a Plotly Mesh3d with the whole body in it.
+    kind, n_vertices = page.evaluate(
+        "(() => { const gd = document.querySelector('#mesh_plot .js-plotly-plot');"
+        " return [gd._fullData[0].type, gd._fullData[0].x.length]; })()"
+    )
+    assert kind == "mesh3d" and n_vertices == 13718
+    # Silhouette previews and the measurements table, with plausible values.
+    assert page.locator("#front_sil img").count() == 1 and page.locator("#side_sil img").count() == 1
+    table = _table(page)
+    assert table["Height"] == pytest.approx(photos["height_cm"], abs=0.3)
+    for name in ("Chest girth", "Waist girth", "Hip girth"):
+        assert 40 < table[name] < 200, (name, table[name])
+    assert page.locator("#downloads").inner_text().count(".") >= 4  # OBJ, GLB, CSV, JSON
+    # Inches on request.
+    page.locator("#units label", has_text="in").click()
+    page.wait_for_function(
+        "document.querySelector('#measurements') && document.querySelector('#measurements').innerText.includes('in')"
+    )
+    time.sleep(0.5)
+    table_in = _table(page)
+    assert table_in["Height"] == pytest.approx(photos["height_cm"] / 2.54, abs=0.2)
+    if os.environ.get("BODYSHAPE_SCREENSHOT"):
+        page.locator("#units label", has_text="cm").click()
+        time.sleep(1.0)
+        page.screenshot(path=os.environ["BODYSHAPE_SCREENSHOT"], full_page=True)
+
+
+def test_non_image_upload_shows_a_clear_error(page, photos):
+    _upload_bad = page.locator("#front_photo input[type=file]")
+    _upload_bad.set_input_files(str(photos["bad"]))
+    page.locator("#side_photo input[type=file]").set_input_files(str(photos["side"]))
+    page.wait_for_selector("#side_photo img", timeout=30_000)
+    page.locator("#height_cm input").fill("170")
+    time.sleep(0.5)
+    page.locator("#reconstruct").click()
+    page.wait_for_function(
+        "document.querySelector('#status') && document.querySelector('#status').innerText.includes('Error')",
+        timeout=RESULT_TIMEOUT_MS,
+    )
+    status = page.locator("#status").inner_text()
+    assert "not an image" in status, status
+    assert "Traceback" not in page.content()
+    assert page.locator("#mesh_plot .js-plotly-plot").count() == 0
+    assert np.isfinite(len(status))
