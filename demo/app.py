@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -38,6 +39,7 @@ from demo.pipeline import (
     check_height_cm,
     measurement_rows,
     mesh_figure,
+    placeholder_figure,
     reconstruct_silhouettes,
     write_outputs,
 )
@@ -269,7 +271,7 @@ def build_demo(backend: Backend, segmenter: Segmenter | None = None):
                     side_sil = gr.Image(label="side", interactive=False, height=260, elem_id="side_sil",
                                         image_mode="L", format="png")  # fmt: skip
             with gr.Column(scale=2):
-                plot = gr.Plot(label="3D body (drag to rotate)", elem_id="mesh_plot")
+                plot = gr.Plot(placeholder_figure(), label="3D body (drag to rotate)", elem_id="mesh_plot")
             with gr.Column(scale=1):
                 table = gr.Dataframe(
                     headers=["Measurement", "cm"], datatype=["str", "number"],
@@ -347,6 +349,11 @@ def run(args: argparse.Namespace) -> int:
     from bodyshape.assets import u2netp_path
 
     u2netp_path()  # fail now, with the setup command, rather than in the first request
+
+    def _stop(signum, frame):  # SIGTERM (service managers, kill): stop like Ctrl-C, Triton included
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     server = None
     try:
         if args.local:

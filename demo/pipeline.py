@@ -191,3 +191,11 @@ def mesh_figure(vertices: np.ndarray, faces: np.ndarray, title: str | None = Non
         paper_bgcolor="rgba(0,0,0,0)",
     )  # fmt: skip
     return fig
+
+
+def placeholder_figure():
+    """An empty 3D scene for the page's first load: the browser loads plotly.js and sets up
+    WebGL while the user picks photos, not after the button press."""
+    return mesh_figure(
+        np.zeros((3, 3), np.float32), np.array([[0, 1, 2]]), title="Your 3D body will appear here"
+    )
