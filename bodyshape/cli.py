@@ -22,7 +22,6 @@ STAGES: dict[str, tuple[str, str]] = {
     "reconstruct": ("demo.reconstruct_cli", "photos -> mesh + measurements, no web page"),
     "demo": ("demo.app", "the Gradio web demo (starts the bundled Triton server)"),
     "setup": ("bodyshape.assets", "put offline assets in place (rembg u2netp weights)"),
-    "loadtest": ("demo.loadtest", "concurrent simulated users against the running demo"),
 }
 
 
