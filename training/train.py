@@ -41,7 +41,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     # samples seen per stage (single-view stages count single-view samples)
-    samples: dict[str, int] = field(default_factory=lambda: {"front": 64000, "side": 64000, "fused_staged": 64000})
+    samples: dict[str, int] = field(default_factory=lambda: {"front": 96000, "side": 96000, "fused_staged": 32000})
     frozen_fraction: float = 0.25  # fused_staged: first part with frozen encoders (head only)
     finetune_lr_scale: float = 0.3  # encoders' learning rate after unfreezing
     vertex_loss_weight: float = 0.1  # per cm of mean vertex distance
