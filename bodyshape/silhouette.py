@@ -69,18 +69,6 @@ def normalize_silhouette(
     return out
 
 
-def largest_component(mask: np.ndarray, min_fraction: float = 0.0) -> np.ndarray:
-    """Keep the largest connected blob (and blobs at least ``min_fraction`` of its area)."""
-    binary = (mask > 0).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    if n <= 1:
-        return binary * 255
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    threshold = areas.max() * min_fraction if min_fraction > 0 else areas.max()
-    keep = np.flatnonzero(areas >= threshold) + 1
-    return np.isin(labels, keep).astype(np.uint8) * 255
-
-
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Fill background regions that do not touch the image border."""
     binary = (mask > 0).astype(np.uint8)

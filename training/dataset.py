@@ -42,9 +42,9 @@ class SilhouetteDataset:
             "measurements": self.measurements[idx],
         }
 
-    def subset(self, n: int) -> SilhouetteDataset:
-        return SilhouetteDataset(self.front[:n], self.side[:n], self.shape[:n], self.height[:n],
-                                 self.measurements[:n], self.manifest)
+    def select(self, rows: slice) -> SilhouetteDataset:
+        return SilhouetteDataset(self.front[rows], self.side[rows], self.shape[rows], self.height[rows],
+                                 self.measurements[rows], self.manifest)
 
 
 def load_dataset(folder: str | Path, limit: int | None = None) -> SilhouetteDataset:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bodyshape.checkpoint import load_model, read_metadata
-from bodyshape.measurements import GIRTHS, MEASUREMENT_NAMES, get_measurer
+from bodyshape.measurements import MEASUREMENT_NAMES, get_measurer
 from bodyshape.reconstruct import mesh_from_shape
 from training.dataset import SilhouetteDataset, load_dataset
 from training.train import predict
@@ -126,5 +126,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}")
     return 0
 
-
-__all__ = ["evaluate", "markdown", "GIRTHS"]

@@ -40,12 +40,6 @@ def _shard_rng(seed: int, shard: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, shard]))
 
 
-def render_pair(model, shape: np.ndarray, cfg: DataConfig, rng: np.random.Generator, noise=None):
-    """Render one body as a (front, side) pair of normalised silhouettes + its rest vertices."""
-    front, side, rest = render_batch(model, shape[None], cfg, rng, noise)
-    return front[0], side[0], rest[0]
-
-
 def _camera(cfg: DataConfig, view: str, rng: np.random.Generator, body_height: float):
     from bodyshape.render import Camera
 

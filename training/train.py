@@ -232,7 +232,7 @@ def plot_curves(cfg: TrainConfig, summaries: dict[str, dict], path: Path) -> Non
         hist = s["history"]
         x = [h["samples"] for h in hist]
         axes[0].plot(x, [h["train_loss"] for h in hist], label=f"{stage} train")
-        axes[0].plot(x, [h["val_vertex_cm"] * 0 + h.get("val_param", 0) + cfg.vertex_loss_weight * h["val_vertex_cm"] for h in hist], "--", label=f"{stage} val")
+        axes[0].plot(x, [h["val_param"] + cfg.vertex_loss_weight * h["val_vertex_cm"] for h in hist], "--", label=f"{stage} val")
         axes[1].plot(x, [h["val_vertex_cm"] * 10 for h in hist], label=stage)
     axes[0].set(xlabel="samples seen", ylabel="loss", yscale="log", title="loss")
     axes[1].set(xlabel="samples seen", ylabel="mm", title="validation mean vertex error (rest pose, 2000 vertices)")
@@ -272,8 +272,7 @@ def main(cfg: TrainConfig) -> dict:
     if len(full) <= cfg.val_size:
         raise BodyShapeError(f"dataset has {len(full)} samples, need more than val_size={cfg.val_size}")
     n_train = len(full) - cfg.val_size
-    train = SilhouetteDataset(full.front[:n_train], full.side[:n_train], full.shape[:n_train], full.height[:n_train], full.measurements[:n_train], full.manifest)
-    val = SilhouetteDataset(full.front[n_train:], full.side[n_train:], full.shape[n_train:], full.height[n_train:], full.measurements[n_train:], full.manifest)
+    train, val = full.select(slice(None, n_train)), full.select(slice(n_train, None))
     losses = Losses(cfg, train.shape)
     summaries = {}
     for stage in cfg.stages:
