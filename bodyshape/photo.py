@@ -10,7 +10,8 @@ Steps: read the file defensively (bytes and pixel limits before decoding, decomp
 guard, EXIF rotation, transparency over white), shrink it (rembg works at 320x320 anyway),
 rembg ``u2netp`` person probability, threshold, checks on the connected components (no
 person, several people, person cut off at the frame edge), keep the person, remove specks,
-fill holes, then :func:`bodyshape.silhouette.normalize_silhouette` (the same function the
+fill holes, check that its outline can be a standing person (not sideways, not a plain round
+or box shape), then :func:`bodyshape.silhouette.normalize_silhouette` (the same function the
 training data went through). Every failure is an :class:`InputImageError` with a message
 for the person holding the camera.
 """
@@ -49,6 +50,13 @@ OTHER_PERSON_AREA: float = 0.2
 EDGE_MARGIN_PX: int = 2
 #: The person must be at least this fraction of the photo's height.
 MIN_PERSON_HEIGHT: float = 0.3
+#: A standing person is taller than wide: the capture pose's front view (arms out) is 0.6-0.75
+#: as wide as tall, a T-pose about 1. A wider figure is a sideways photo or not a standing person.
+MAX_PERSON_WIDTH_OVER_HEIGHT: float = 1.2
+#: Area of the figure over the area of its convex hull. A person's outline has the gaps of the
+#: arms, the neck and the legs (synthetic capture-pose bodies: 0.34-0.50 front, 0.62-0.73 side);
+#: a filled round or box shape (a ball, a bottle, a drawing of a house or a smiley) is above 0.9.
+MAX_PERSON_SOLIDITY: float = 0.9
 
 VIEWS = ("front", "side")
 
@@ -120,27 +128,44 @@ def _read_bytes(source: str | os.PathLike | bytes, label: str) -> bytes:
 
 
 def _decode(data: bytes, label: str) -> np.ndarray:
-    not_image = f"the {label} is not an image that can be read (use a JPEG or PNG photo)"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            w, h = im.size  # header only: nothing decoded yet
-            if w * h > MAX_PIXELS:
-                raise InputImageError(
-                    f"the {label} is too large ({w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is "
-                    f"{MAX_PIXELS / 1e6:.0f}); use a smaller photo"
-                )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        im = _open_header(data, label)
+        try:
             if getattr(im, "n_frames", 1) > 1 and im.format not in ("JPEG", "MPO"):
                 im.seek(0)  # animated GIF/WebP/TIFF: first frame only
             im.load()
             return _pil_to_rgb(im, label)
-    except InputImageError:
-        raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise InputImageError(_too_many_pixels(label)) from e
+        except (OSError, SyntaxError, ValueError, EOFError) as e:  # a cut-off download, a broken file
+            raise InputImageError(
+                f"the {label} is not an image that can be read: the file is damaged or incomplete; "
+                "upload the photo again"
+            ) from e
+
+
+def _open_header(data: bytes, label: str) -> Image.Image:
+    """The image's header only (nothing decoded yet): refuses non-images and too many pixels."""
+    try:
+        im = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InputImageError(f"the {label} has too many pixels to be a photo; use a smaller one") from e
+        raise InputImageError(_too_many_pixels(label)) from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
-        raise InputImageError(not_image) from e
+        raise InputImageError(
+            f"the {label} is not an image that can be read (use a JPEG or PNG photo)"
+        ) from e
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        raise InputImageError(_too_many_pixels(label, f"{w}x{h} = {w * h / 1e6:.0f} megapixels"))
+    return im
+
+
+def _too_many_pixels(label: str, size: str = "") -> str:
+    return (
+        f"the {label} is too large ({size + '; ' if size else ''}the limit is {MAX_PIXELS / 1e6:.0f} "
+        "megapixels); use a smaller photo"
+    )
 
 
 def _pil_to_rgb(im: Image.Image, label: str) -> np.ndarray:
@@ -152,11 +177,17 @@ def _pil_to_rgb(im: Image.Image, label: str) -> np.ndarray:
         im = im.convert("RGBA")
         white = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(white, im)
-    if im.mode in ("I", "I;16", "F"):
-        arr = np.asarray(im, np.float32)
-        arr = (255 * (arr - arr.min()) / max(float(np.ptp(arr)), 1e-6)).astype(np.uint8)
-        return np.dstack([arr] * 3)
+    if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit grey (PNG, TIFF), any byte order
+        return _wide_grey_to_rgb(np.asarray(im, np.float32))
     return np.asarray(im.convert("RGB"), np.uint8)
+
+
+def _wide_grey_to_rgb(grey: np.ndarray) -> np.ndarray:
+    """(H, W) float greys of any range -> (H, W, 3) uint8, stretched to 0..255."""
+    grey = np.nan_to_num(grey, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, span = float(grey.min()), float(np.ptp(grey))
+    u8 = (255 * (grey - lo) / max(span, 1e-6)).astype(np.uint8)
+    return np.dstack([u8] * 3)
 
 
 def _array_to_rgb(a: np.ndarray, label: str) -> np.ndarray:
@@ -229,7 +260,7 @@ def person_mask(probability: np.ndarray, label: str = "photo") -> np.ndarray:
     if height < MIN_PERSON_HEIGHT * h:
         raise InputImageError(
             f"no standing person found in the {label} (the largest figure is only {100 * height / h:.0f}% of "
-            "the photo's height); the whole body should fill most of the picture, head to feet"
+            "the photo's height); the whole body should fill most of the upright picture, head to feet"
         )
     others = [
         i for i in order[1:]
@@ -261,6 +292,34 @@ def person_mask(probability: np.ndarray, label: str = "photo") -> np.ndarray:
     return fill_holes(person)
 
 
+def check_person_shape(mask: np.ndarray, label: str = "photo") -> None:
+    """InputImageError when the cleaned mask cannot be a standing person's outline.
+
+    rembg finds the most salient object, not necessarily a person: a sideways photo, a ball or
+    a drawing also give one big blob. These two checks catch the clear cases.
+    """
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    if width > MAX_PERSON_WIDTH_OVER_HEIGHT * height:
+        raise InputImageError(
+            f"the figure in the {label} is wider than it is tall: the photo seems to be sideways. Turn the "
+            "photo upright (or take it again holding the phone upright), with the person standing"
+        )
+    if _solidity(mask) > MAX_PERSON_SOLIDITY:
+        raise InputImageError(
+            f"the {label} does not seem to show a person: the figure found is a plain round or box shape, "
+            "without arms and legs. Use a real photo of the person standing, whole body in the picture"
+        )
+
+
+def _solidity(mask: np.ndarray) -> float:
+    """Area of the mask's largest outline over the area of its convex hull (1 for a convex blob)."""
+    contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    outline = max(contours, key=cv2.contourArea)
+    hull_area = cv2.contourArea(cv2.convexHull(outline))
+    return float(cv2.contourArea(outline) / hull_area) if hull_area > 0 else 1.0
+
+
 def photo_to_silhouette(
     source: str | os.PathLike | bytes | np.ndarray | Image.Image,
     view: str,
@@ -276,6 +335,7 @@ def photo_to_silhouette(
     prob = (segmenter or get_segmenter())(rgb)
     t2 = time.perf_counter()
     mask = person_mask(prob, label)
+    check_person_shape(mask, label)
     sil = normalize_silhouette(mask)
     t3 = time.perf_counter()
     return PhotoSilhouette(view, rgb, prob, mask, sil, {"read": t1 - t0, "rembg": t2 - t1, "clean": t3 - t2})

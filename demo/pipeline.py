@@ -43,13 +43,15 @@ class HeightError(BodyShapeError):
     """The typed height is missing or outside the supported range."""
 
 
-def check_height_cm(height_cm) -> float:
+def check_height_cm(height_cm: object) -> float:
     """A typed height in cm -> metres, or HeightError with a message for the page."""
     try:
         h = float(height_cm)
-    except (TypeError, ValueError):
-        raise HeightError("enter your height in centimetres (for example 172)") from None
-    if not math.isfinite(h) or not MIN_HEIGHT_CM <= h <= MAX_HEIGHT_CM:
+    except (TypeError, ValueError, OverflowError):  # empty, text, a 400-digit number
+        h = math.nan
+    if not math.isfinite(h):  # also "nan", "inf": not a height, whatever the range says
+        raise HeightError("enter your height in centimetres (for example 172)")
+    if not MIN_HEIGHT_CM <= h <= MAX_HEIGHT_CM:
         raise HeightError(
             f"height must be between {MIN_HEIGHT_CM:.0f} and {MAX_HEIGHT_CM:.0f} cm, got {h:g} cm "
             "(enter it in centimetres: 5 ft 10 in = 178 cm)"
