@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,8 @@ def u2net_home() -> Path:
     """Where rembg looks for its weights (``$U2NET_HOME``, read now, default ``~/.u2net``)."""
     from bodyshape import paths
 
-    return paths.U2NET_HOME
+    home = os.environ.get("U2NET_HOME")
+    return Path(home).expanduser() if home else paths.U2NET_HOME
 
 
 def md5_of(path: Path) -> str:

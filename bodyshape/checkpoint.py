@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from bodyshape.body_model import SHAPE_LABELS, SHAPE_VERSION
 from bodyshape.errors import BodyShapeError
 from bodyshape.nets import BodyShapeNet, NetConfig
+from bodyshape.paths import REPO_DIR
 
 
 def save_model(model: BodyShapeNet, path: str | Path, info: dict | None = None) -> Path:
@@ -30,10 +31,27 @@ def save_model(model: BodyShapeNet, path: str | Path, info: dict | None = None) 
     return path
 
 
+def how_to_restore(path: str | Path) -> str:
+    """What to do about a missing or damaged model file (the shipped ones are in git)."""
+    path = Path(path).resolve()
+    try:
+        shown = path.relative_to(REPO_DIR)
+    except ValueError:
+        return (
+            "use an intact model file (the shipped ones are in bodyshape/weights/; "
+            f"`git checkout -- bodyshape/weights` in {REPO_DIR} restores them) "
+            "or train new weights with `bodyshape train`"
+        )
+    return (
+        f"restore the shipped file with `git checkout -- {shown}` (in {REPO_DIR}), "
+        "or train new weights with `bodyshape train`"
+    )
+
+
 def read_metadata(path: str | Path) -> tuple[NetConfig, dict]:
     path = Path(path)
     if not path.is_file():
-        raise BodyShapeError(f"model file not found: {path}")
+        raise BodyShapeError(f"model file {path} is missing; {how_to_restore(path)}")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -41,7 +59,10 @@ def read_metadata(path: str | Path) -> tuple[NetConfig, dict]:
     except BodyShapeError:
         raise
     except Exception as e:  # corrupt or foreign file: say which file
-        raise BodyShapeError(f"model file {path} is not a valid bodyshape model: {e}") from e
+        raise BodyShapeError(
+            f"model file {path} is damaged or not a bodyshape model ({type(e).__name__}: {e}); "
+            f"{how_to_restore(path)}"
+        ) from e
     if tuple(cfg.shape_labels) != SHAPE_LABELS or cfg.shape_version != SHAPE_VERSION:
         raise BodyShapeError(
             f"model file {path} predicts a different shape-parameter list ({cfg.shape_version}: "
@@ -55,5 +76,20 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> BodyShap
     """Rebuild the network from a model file, in eval mode."""
     cfg, _ = read_metadata(path)
     model = BodyShapeNet(cfg)
-    model.load_state_dict(load_file(str(path), device=str(device)))
+    try:
+        state = load_file(str(path), device=str(device))
+        model.load_state_dict(state)
+    except Exception as e:  # truncated data, tensors of another network: say which file
+        msg = " ".join(str(e).split())
+        msg = msg if len(msg) <= 300 else msg[:297] + "..."
+        raise BodyShapeError(
+            f"model file {path} is damaged or does not match its network ({type(e).__name__}: {msg}); "
+            f"{how_to_restore(path)}"
+        ) from e
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise BodyShapeError(
+            f"model file {path} is damaged: tensor {bad[0]}{more} holds NaN or infinity; {how_to_restore(path)}"
+        )
     return model.to(device).eval()

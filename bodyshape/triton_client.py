@@ -7,11 +7,14 @@
 Inputs are normalised silhouettes (B, H, W) uint8 0/255 (or (H, W) for one person) and
 heights in metres (B,). Tensors travel as binary data (the bundled 2.51 server fails on
 JSON-encoded Python-backend outputs). Batches over the server's maximum are split.
-Errors: :class:`TritonUnavailableError` when the server cannot be reached or is not ready,
+Errors: :class:`TritonUnavailableError` when the server cannot be reached or one of the models
+is not ready (``not_ready`` then names them, with Triton's state and reason), and
 :class:`TritonInferenceError` when it refuses a request (its message is kept).
 """
 
 from __future__ import annotations
+
+import http.client
 
 import numpy as np
 
@@ -21,10 +24,27 @@ from bodyshape.errors import BodyShapeError
 SHAPE_MODEL = "body_shape"
 MESH_MODEL = "body_mesh"
 PIPELINE_MODEL = "body_pipeline"
+MODELS = (SHAPE_MODEL, MESH_MODEL, PIPELINE_MODEL)
 
 
 class TritonUnavailableError(BodyShapeError):
-    """The Triton server cannot be reached, or its models are not ready."""
+    """The Triton server cannot be reached, or its models are not ready.
+
+    ``not_ready``: {model: "STATE: reason"} when the server answers but those models are not
+    ready; empty when the server itself cannot be reached.
+    """
+
+    def __init__(self, message: str, not_ready: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.not_ready = dict(not_ready or {})
+
+
+def describe_not_ready(not_ready: dict[str, str]) -> str:
+    """``{"body_mesh": "UNAVAILABLE: unloaded"}`` -> "model body_mesh (UNAVAILABLE: unloaded) is not ready"."""
+    parts = [f"{m} ({s})" if s else m for m, s in not_ready.items()]
+    if len(parts) == 1:
+        return f"model {parts[0]} is not ready"
+    return f"models {', '.join(parts)} are not ready"
 
 
 class TritonInferenceError(BodyShapeError):
@@ -77,13 +97,64 @@ class TritonPredictor:
         return f"TritonPredictor({self.url!r}, protocol={self.protocol!r})"
 
     # ------------------------------------------------------------------ health
-    def is_ready(self, models: tuple[str, ...] = (SHAPE_MODEL, MESH_MODEL, PIPELINE_MODEL)) -> bool:
+    def _health(self, method: str, *args):
+        """A health call, bounded by ``timeout_s`` (HTTP: the client's network timeout)."""
+        kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        return getattr(self._client, method)(*args, **kwargs)
+
+    def is_ready(self, models: tuple[str, ...] = MODELS) -> bool:
         try:
-            return bool(self._client.is_server_ready()) and all(
-                self._client.is_model_ready(m) for m in models
+            return bool(self._health("is_server_ready")) and all(
+                self._health("is_model_ready", m) for m in models
             )
         except Exception:
             return False
+
+    def not_ready(self, models: tuple[str, ...] = MODELS) -> dict[str, str] | None:
+        """None when the server cannot be reached; else {model: "STATE: reason"} for each of
+        ``models`` that is not ready (empty: all ready). State and reason come from the
+        server's repository index (e.g. "UNAVAILABLE: unloaded")."""
+        try:
+            if not self._health("is_server_live"):
+                return None
+            missing = [m for m in models if not self._health("is_model_ready", m)]
+        except Exception:
+            return None
+        if not missing:
+            return {}
+        states = {}
+        try:
+            if self.protocol == "grpc":
+                index = self._client.get_model_repository_index(as_json=True, client_timeout=self.timeout_s)
+            else:
+                index = self._client.get_model_repository_index()
+            entries = index.get("models", []) if isinstance(index, dict) else index
+            states = {e.get("name"): e for e in entries}
+        except Exception:  # the index is only used to say why
+            pass
+        out = {}
+        for m in missing:
+            e = states.get(m)
+            if e is None:
+                out[m] = "not in the repository" if states else ""
+            else:
+                state = e.get("state") or "UNKNOWN"
+                out[m] = f"{state}: {e['reason']}" if e.get("reason") else state
+        return out
+
+    def _unavailable(self, not_ready: dict[str, str] | None, cause: object = None) -> TritonUnavailableError:
+        """The error for a server that cannot be reached (``not_ready`` None or empty) or whose
+        models are not ready (``not_ready`` names them)."""
+        if not_ready:
+            return TritonUnavailableError(
+                f"Triton server at {self.url} ({self.protocol}) is up but its {describe_not_ready(not_ready)}",
+                not_ready,
+            )
+        return TritonUnavailableError(
+            f"Triton server at {self.url} ({self.protocol}) is not reachable"
+            + (f" ({cause})" if cause else "")
+            + "; start one with `bodyshape serve` or pass the URL of a running server"
+        )
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Return once the server and the three models are ready, else TritonUnavailableError."""
@@ -91,14 +162,11 @@ class TritonPredictor:
 
         deadline = time.monotonic() + timeout_s
         while True:
-            if self.is_ready():
+            not_ready = self.not_ready()
+            if not_ready == {}:
                 return
             if time.monotonic() >= deadline:
-                raise TritonUnavailableError(
-                    f"Triton server at {self.url} ({self.protocol}) is not reachable or its models "
-                    f"({SHAPE_MODEL}, {MESH_MODEL}, {PIPELINE_MODEL}) are not ready; start one with "
-                    "`bodyshape serve` or pass the URL of a running server"
-                )
+                raise self._unavailable(not_ready)
             time.sleep(0.25)
 
     # ------------------------------------------------------------------ inference
@@ -125,10 +193,17 @@ class TritonPredictor:
             result = self._client.infer(model, tensors, outputs=req, **kwargs)
         except tc.InferenceServerException as e:
             if _is_connection_error(e):
-                raise TritonUnavailableError(f"Triton server at {self.url} is unreachable: {e}") from e
+                raise TritonUnavailableError(f"Triton server at {self.url} is not reachable: {e}") from e
+            # "unknown model ... has no available versions" and the like: say which model is down.
+            not_ready = self.not_ready()
+            if not_ready is None or not_ready:
+                raise self._unavailable(not_ready, e.message()) from e
             raise TritonInferenceError(f"Triton model {model} refused the request: {e.message()}") from e
-        except (ConnectionError, OSError) as e:  # HTTP: connection refused / reset (geventhttpclient)
-            raise TritonUnavailableError(f"Triton server at {self.url} is unreachable: {e}") from e
+        except (ConnectionError, OSError, http.client.HTTPException) as e:
+            # HTTP (geventhttpclient): connection refused or reset, closed mid-response, timeout.
+            raise TritonUnavailableError(
+                f"Triton server at {self.url} is not reachable: {type(e).__name__}: {e}"
+            ) from e
         return {o: result.as_numpy(o) for o in outputs}
 
     def _batches(self, front, side, height_m):

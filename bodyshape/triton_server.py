@@ -12,7 +12,10 @@ What it takes care of (see docs/serving.md and DESIGN.md's pitfalls):
   expose it), metrics off;
 - its own process group: :meth:`stop` signals the group (server + Python stubs), so nothing
   is left behind; on Linux the server also dies with the thread that started it;
-- optional supervision: a watchdog thread restarts a server that died (``restarts`` counts).
+- optional supervision: a watchdog thread restarts a server that died (``restarts`` counts);
+  it waits on the process, so a crash is noticed at once, not at the next poll;
+- a start that fails says which model failed to load and why (from the server's log and,
+  when the server is up, its repository index), not only "not ready after N s".
 
 ``bodyshape serve`` runs it in the foreground until Ctrl-C.
 """
@@ -23,7 +26,10 @@ import argparse
 import atexit
 import contextlib
 import ctypes
+import json
+import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -42,6 +48,25 @@ from bodyshape.paths import MODEL_REPOSITORY, REPO_DIR
 
 #: First start with a cold Anny cache builds the body model (~80 s on 2 cores).
 DEFAULT_START_TIMEOUT_S = 300.0
+#: After the log reports a failed model load, wait at most this long for the server to exit
+#: by itself (it usually does, once the other models are loaded) before giving up on it:
+#: some failures (a Python model without model.py) leave 2.51 hanging, never ready.
+LOAD_FAILURE_GRACE_S = 20.0
+
+logger = logging.getLogger("bodyshape.triton")
+
+#: Server log lines that report a model that failed to load: a ``reason`` group and, where the
+#: line names it, a ``model`` group (else the model is the folder of a path in the reason).
+#: Messages are logged as one quoted line with escaped newlines ("...\\n\\nAt:\\n  traceback").
+_LOAD_FAILURES = (
+    re.compile(r"failed to load '(?P<model>[^']+)' version \d+: (?P<reason>.*)"),
+    re.compile(r"Poll failed for model directory '(?P<model>[^']+)': (?P<reason>.*)"),
+    re.compile(r"Failed to (?:pre)?initialize Python stub: (?P<reason>.*)"),
+    re.compile(
+        r"ensemble '?(?P<model>[\w.-]+)'? (?P<reason>depends on '[^']+' which has no loaded version"
+        r"|contains models that are not available[^\"]*)"
+    ),
+)
 
 
 class TritonServerError(BodyShapeError):
@@ -143,6 +168,7 @@ class BundledTriton:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._watchdog: threading.Thread | None = None
+        self._log_offset = 0  # where the current process's lines start in the (appended) log
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -228,6 +254,7 @@ class BundledTriton:
     def _spawn(self) -> None:
         long_lived = threading.current_thread() in (threading.main_thread(), self._watchdog)
         log = open(self._log_path, "ab")  # noqa: SIM115 - owned by the child process from here on
+        self._log_offset = log.tell()
         try:
             self._proc = subprocess.Popen(
                 self.command(),
@@ -248,28 +275,92 @@ class BundledTriton:
         lines = self._log_path.read_text(errors="replace").splitlines()
         return "\n".join(lines[-n_lines:])
 
-    def _ready(self) -> bool:
+    def _get(self, path: str, data: bytes | None = None) -> tuple[int, bytes]:
+        req = urllib.request.Request(f"http://{self.http_url}{path}", data=data)
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
-                return r.status == 200
+            with urllib.request.urlopen(req, timeout=2) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, b""
         except (urllib.error.URLError, OSError):
-            return False
+            return 0, b""
+
+    def _ready(self) -> bool:
+        return self._get("/v2/health/ready")[0] == 200
+
+    def _live(self) -> bool:
+        return self._get("/v2/health/live")[0] == 200
+
+    def model_states(self) -> list[dict]:
+        """The server's repository index: ``[{"name", "version", "state", "reason"?}, ...]``
+        (``POST /v2/repository/index``); empty when the server does not answer."""
+        status, body = self._get("/v2/repository/index", data=b"{}")
+        if status != 200:
+            return []
+        with contextlib.suppress(ValueError):
+            return list(json.loads(body))
+        return []
+
+    def load_failures(self) -> dict[str, str]:
+        """{model: reason} for each model the current server process failed to load, from its
+        log and, when it answers, its repository index (models it depends on come first)."""
+        failures: dict[str, str] = {}
+        text = ""
+        if self._log_path and self._log_path.exists():
+            with open(self._log_path, "rb") as f:
+                f.seek(self._log_offset)
+                text = f.read().decode(errors="replace")
+        repo = str(self.model_repository).rstrip("/") + "/"
+        for line in text.splitlines():
+            for pattern in _LOAD_FAILURES:
+                m = pattern.search(line)
+                if not m:
+                    continue
+                reason = _first_line(m.group("reason"))
+                model = m.groupdict().get("model")
+                if model is None:  # the stub's message names a file of the model's folder
+                    i = reason.find(repo)
+                    model = reason[i + len(repo) :].split("/")[0] if i >= 0 else None
+                if model and model not in failures:
+                    failures[model] = reason
+                break
+        for entry in self.model_states():
+            if entry.get("state") == "UNAVAILABLE" and entry.get("reason") and entry["name"] not in failures:
+                failures[entry["name"]] = _first_line(entry["reason"])
+        # Ensembles that only failed because a model they use did: after that model.
+        return dict(sorted(failures.items(), key=lambda kv: kv[1].startswith(("depends on", "contains"))))
+
+    def _start_error(self, what: str) -> TritonServerError:
+        failures = self.load_failures()
+        if failures:
+            models = "; ".join(f"model {m} failed to load: {r}" for m, r in failures.items())
+            head = (
+                f"tritonserver {what}: {models} (repository {self.model_repository}; restore its files, "
+                "e.g. `git checkout -- model_repository`, or rebuild it with `bodyshape export`)"
+            )
+            tail = self.log_tail(12)
+        else:
+            head = f"tritonserver {what} (repository {self.model_repository})"
+            tail = self.log_tail()
+        return TritonServerError(f"{head}. Last lines of {self._log_path}:\n{tail}")
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
+        t0 = time.monotonic()
+        deadline = t0 + self.start_timeout_s
+        failed_at = None
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise TritonServerError(
-                    f"tritonserver exited with code {self._proc.returncode} while starting "
-                    f"(repository {self.model_repository}). Last lines of {self._log_path}:\n{self.log_tail()}"
-                )
+                raise self._start_error(f"exited with code {self._proc.returncode} while starting")
             if self._ready():
                 return
+            if failed_at is None and self.load_failures():
+                failed_at = time.monotonic()
+            if failed_at is not None and (
+                time.monotonic() - failed_at > LOAD_FAILURE_GRACE_S or self._live()
+            ):  # a model failed and the server neither exits nor gets ready (or is up without it)
+                raise self._start_error(f"could not load all models ({time.monotonic() - t0:.0f} s)")
             time.sleep(0.25)
-        raise TritonServerError(
-            f"tritonserver was not ready after {self.start_timeout_s:.0f} s. "
-            f"Last lines of {self._log_path}:\n{self.log_tail()}"
-        )
+        raise self._start_error(f"was not ready after {self.start_timeout_s:.0f} s")
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -291,10 +382,37 @@ class BundledTriton:
         return self
 
     def _watch(self) -> None:
-        while not self._stopping.wait(self.watchdog_interval_s):
-            if not self.is_running() and not self._stopping.is_set():
-                with contextlib.suppress(TritonServerError):
-                    self.ensure_running()
+        """Wait on the server process; when it dies (not stopped by us), start it again.
+
+        Failed restarts (a model file broken meanwhile) are retried with a growing pause, up
+        to a minute, so that a server that cannot start does not keep the CPU busy."""
+        failures = 0
+        while not self._stopping.is_set():
+            proc = self._proc
+            if proc is None:
+                self._stopping.wait(self.watchdog_interval_s)
+                continue
+            try:
+                proc.wait(timeout=self.watchdog_interval_s)
+            except subprocess.TimeoutExpired:
+                continue
+            if self._stopping.is_set():
+                break
+            t0 = time.monotonic()
+            logger.warning(
+                "tritonserver (pid %s) exited with code %s; restarting it", proc.pid, proc.returncode
+            )
+            try:
+                self.ensure_running()
+                failures = 0
+                logger.warning("tritonserver restarted (pid %s) in %.1f s", self.pid, time.monotonic() - t0)
+            except TritonServerError as e:
+                if self._stopping.is_set():
+                    break
+                failures += 1
+                pause = min(60.0, self.watchdog_interval_s * 2**failures)
+                logger.error("restarting tritonserver failed; next try in %.0f s: %s", pause, e)
+                self._stopping.wait(pause)
 
     def _kill(self, timeout_s: float = 15.0) -> None:
         """SIGTERM the server's process group (server + Python stubs), then SIGKILL what is left."""
@@ -316,6 +434,10 @@ class BundledTriton:
             os.killpg(pgid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
+        # Killed stubs stay zombies until init reaps them: return once the group is gone.
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and _group_alive(pgid):
+            time.sleep(0.05)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -336,6 +458,12 @@ class BundledTriton:
         with contextlib.suppress(Exception):
             if self.is_running():
                 self.stop()
+
+
+def _first_line(reason: str, limit: int = 400) -> str:
+    """A logged error message without its escaped traceback and quoting, shortened."""
+    reason = reason.split("\\n")[0].split("\n")[0].strip().rstrip('"').rstrip(";").strip()
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
 
 
 def _group_alive(pgid: int) -> bool:

@@ -58,11 +58,27 @@ class TritonBackend:
             try:
                 predictor = TritonPredictor(self.url, protocol=self.protocol, timeout_s=self.timeout_s)
             except TritonUnavailableError as e:
-                raise BackendUnavailableError(self._unavailable_message()) from e
+                raise BackendUnavailableError(self._unavailable_message(e)) from e
             self._local.predictor = predictor
         return predictor
 
-    def _unavailable_message(self) -> str:
+    def _drop_client(self) -> None:
+        """Forget this thread's client (its connections may point at a dead server process)."""
+        predictor = getattr(self._local, "predictor", None)
+        self._local.predictor = None
+        if predictor is not None:
+            predictor.close()
+
+    def _unavailable_message(self, error=None) -> str:
+        from bodyshape.triton_client import describe_not_ready
+
+        not_ready = getattr(error, "not_ready", None)
+        if not_ready:
+            return (
+                f"the body-shape model server (Triton at {self.url}) is running but its "
+                f"{describe_not_ready(not_ready)}; the photos were checked but no body "
+                "could be computed. Try again in a moment"
+            )
         return (
             f"the body-shape model server (Triton at {self.url}) is not reachable right now; "
             "the photos were checked but no body could be computed. Try again in a moment"
@@ -75,15 +91,22 @@ class TritonBackend:
         try:
             return predictor.reconstruct(front, side, height_m)
         except TritonUnavailableError as e:
-            self._local.predictor = None  # reconnect next time
-            raise BackendUnavailableError(self._unavailable_message()) from e
+            self._drop_client()  # reconnect next time
+            raise BackendUnavailableError(self._unavailable_message(e)) from e
 
     def status(self) -> str:
+        from bodyshape.triton_client import describe_not_ready
+
         try:
-            ready = self._client().is_ready()
-        except BackendUnavailableError:
-            ready = False
-        return f"{self.name}: {'ready' if ready else 'NOT reachable'}"
+            not_ready = self._client().not_ready()
+        except BackendUnavailableError as e:
+            cause = e.__cause__
+            not_ready = getattr(cause, "not_ready", None) or None
+        if not_ready is None:
+            return f"{self.name}: NOT reachable"
+        if not_ready:
+            return f"{self.name}: NOT ready ({describe_not_ready(not_ready)})"
+        return f"{self.name}: ready"
 
 
 class LocalBackend:

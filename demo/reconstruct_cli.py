@@ -37,10 +37,12 @@ def run(args: argparse.Namespace) -> int:
 
     import cv2
 
+    from bodyshape.assets import u2netp_path
     from demo.backend import LocalBackend, TritonBackend
     from demo.pipeline import MEASUREMENT_LABELS, check_height_cm, reconstruct_photos, write_outputs
 
     check_height_cm(args.height)  # before starting a server
+    u2netp_path()  # rembg's weights: fail now, naming `bodyshape setup`, not after starting Triton
 
     suffix = args.output.suffix.lower()
     if suffix not in (".obj", ".glb"):
