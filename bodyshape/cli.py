@@ -21,6 +21,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "bench": ("export.bench", "perf_analyzer + in-process benchmark table"),
     "reconstruct": ("demo.reconstruct_cli", "photos -> mesh + measurements, no web page"),
     "demo": ("demo.app", "the Gradio web demo (starts the bundled Triton server)"),
+    "loadtest": ("demo.loadtest", "N simulated users against the demo page (latency, throughput, failures)"),
     "setup": ("bodyshape.assets", "put offline assets in place (rembg u2netp weights)"),
 }
 

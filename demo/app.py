@@ -16,6 +16,7 @@ import argparse
 import atexit
 import dataclasses
 import hashlib
+import ipaddress
 import logging
 import os
 import shutil
@@ -52,6 +53,24 @@ DEFAULT_PORT = 7860
 OUTPUT_MAX_AGE_S = 15 * 60
 #: Silhouette previews are shown enlarged by this integer factor (nearest: pixels stay exact).
 PREVIEW_ZOOM = 3
+#: Reconstructions run at the same time; the others wait in Gradio's queue. Chosen for 2 CPU
+#: cores by `bodyshape loadtest` (8 users, 4 interleaved 45 s rounds per setting, same Triton;
+#: docs/reliability.md): 1 worker served 0.49 req/s (p50 latency 15 s), 2 workers 0.66 req/s
+#: (p50 11 s), +33%. Each request gets slower with 2 (server time 1.9 -> 2.7 s: rembg's ONNX
+#: Runtime already spreads one photo over both cores), but the single-threaded parts of one
+#: request (upload, mask cleaning, Triton round trip, figure, files) overlap the other's rembg.
+#: (The box was shared, load 7-10: part of the gain may be a larger share of it. 3+ not tried.)
+DEFAULT_CONCURRENCY = 2
+#: Requests that may wait beyond the running ones (all events count); more are refused at once
+#: with Gradio's "busy, please try again" (HTTP 503) rather than waiting for minutes. 16 users
+#: (14 waiting, ~25 s each at 0.65 req/s) fit twice; 32 waiting is ~50 s at that rate.
+DEFAULT_QUEUE_SIZE = 32
+
+#: Sessions whose state Gradio keeps in memory (oldest dropped first; Gradio's default is
+#: 10,000). Each holds its last outputs (the figure, ~0.55 MB of JSON) and the silhouettes
+#: (~0.3 MB): about 1 MB a session, so memory stays bounded near 1 GB. A dropped session
+#: only loses "press again without re-uploading".
+STATE_SESSIONS = 1000
 
 CAPTURE_TEXT = f"""
 **How to take the two photos**
@@ -114,9 +133,12 @@ class DemoHandler:
         if path in cache and not os.path.exists(path):
             return cache[path]  # same upload as last time; the photo itself is already deleted
         sil = photo_to_silhouette(path, view, self.segmenter)
-        # Keep only masks in the session, never the photo.
+        # Keep only masks in the session, never the photo; of the full mask only the person's
+        # box (all the view-pair check reads), to keep each session small (see STATE_SESSIONS).
+        rows, cols = np.flatnonzero(sil.mask.any(1)), np.flatnonzero(sil.mask.any(0))
+        box = sil.mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].copy()
         cache[path] = dataclasses.replace(
-            sil, image=np.zeros((0, 0, 3), np.uint8), probability=np.zeros((0, 0), np.uint8)
+            sil, image=np.zeros((0, 0, 3), np.uint8), probability=np.zeros((0, 0), np.uint8), mask=box
         )
         return sil
 
@@ -136,6 +158,10 @@ class DemoHandler:
                 path.parent.rmdir()  # Gradio keeps each upload in its own folder
             except OSError:
                 pass  # folder not empty or already gone: nothing more to delete
+
+    def close(self) -> None:
+        """Delete every generated download (also done at exit)."""
+        shutil.rmtree(self.out_root, ignore_errors=True)
 
     def _purge_outputs(self) -> None:
         cutoff = time.time() - OUTPUT_MAX_AGE_S
@@ -226,9 +252,23 @@ def _sha256(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- the page
-def build_demo(backend: Backend, segmenter: Segmenter | None = None):
-    """The Gradio Blocks of the page (not launched)."""
+def build_demo(
+    backend: Backend,
+    segmenter: Segmenter | None = None,
+    *,
+    concurrency_limit: int = DEFAULT_CONCURRENCY,
+    queue_size: int = DEFAULT_QUEUE_SIZE,
+):
+    """The Gradio Blocks of the page (not launched), its queue set up.
+
+    ``concurrency_limit`` reconstructions run at once; up to ``queue_size`` more wait (no
+    timeout on either side: Gradio's queue, its browser client and gradio_client wait as long
+    as it takes); beyond that a request is refused at once with "busy, please try again".
+    """
     import gradio as gr
+
+    if concurrency_limit < 1 or queue_size < 1:
+        raise BodyShapeError("the concurrency limit and the queue size must be at least 1")
 
     examples = load_examples()
     handler = DemoHandler(backend, segmenter, keep_paths=[e[v] for e in examples for v in ("front", "side")])
@@ -303,7 +343,17 @@ def build_demo(backend: Backend, segmenter: Segmenter | None = None):
         )
         units.change(handler.table, inputs=[measurements, units], outputs=table, api_name=False)
         demo.load(lambda: f"Model: {backend.status()}", outputs=backend_status, api_name=False)
+    demo.queue(default_concurrency_limit=concurrency_limit, max_size=queue_size)
     demo.handler = handler  # for tests
+    blocks_close = demo.close
+
+    def close(*args, **kwargs) -> None:  # closing the page also deletes its generated files
+        try:
+            blocks_close(*args, **kwargs)
+        finally:
+            handler.close()
+
+    demo.close = close
     return demo
 
 
@@ -321,15 +371,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="USER:PASSWORD for basic login (default: env BODYSHAPE_DEMO_AUTH)")  # fmt: skip
     parser.add_argument("--max-upload-mb", type=float, default=MAX_BYTES / 2**20,
                         help="largest accepted upload, MB (default %(default).0f)")  # fmt: skip
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+                        help="reconstructions run at the same time (default %(default)d)")  # fmt: skip
+    parser.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+                        help="requests that may wait beyond those; more get 'busy, try again' "
+                             "(default %(default)d)")  # fmt: skip
     parser.add_argument("--local", action="store_true",
                         help="development only: run the network in this process instead of Triton")  # fmt: skip
 
 
 def launch(demo, host: str, port: int, auth: tuple[str, str] | None, max_upload_mb: float, **kwargs):
+    kwargs.setdefault("state_session_capacity", STATE_SESSIONS)
     return demo.launch(
         server_name=host, server_port=port, auth=auth, max_file_size=f"{int(max_upload_mb * 1024)}kb",
         show_error=False, run_history=False, footer_links=[], **kwargs,
     )  # fmt: skip
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_exposed(host: str, auth: tuple[str, str] | None) -> bool:
+    """Warn (UserWarning) when the page is bound to a non-loopback address; True if it warned."""
+    if is_loopback(host):
+        return False
+    warnings.warn(
+        f"binding the demo to {host}: anyone who can reach this machine can use it"
+        + ("" if auth else " (no --auth given: no login)"),
+        stacklevel=2,
+    )
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -340,12 +417,9 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not user or not password:
             raise BodyShapeError("--auth must be USER:PASSWORD")
         auth = (user, password)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        warnings.warn(
-            f"binding the demo to {args.host}: anyone who can reach this machine can use it"
-            + ("" if auth else " (no --auth given: no login)"),
-            stacklevel=1,
-        )
+    warn_if_exposed(args.host, auth)
+    if args.concurrency < 1 or args.queue_size < 1:
+        raise BodyShapeError("--concurrency and --queue-size must be at least 1")
     from bodyshape.assets import u2netp_path
 
     u2netp_path()  # fail now, with the setup command, rather than in the first request
@@ -371,7 +445,7 @@ def run(args: argparse.Namespace) -> int:
             url = server.http_url if args.protocol == "http" else server.grpc_url
             backend = TritonBackend(url, args.protocol)
             print(f"bodyshape demo: Triton ready at {url}", flush=True)
-        demo = build_demo(backend)
+        demo = build_demo(backend, concurrency_limit=args.concurrency, queue_size=args.queue_size)
         shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
         print(f"bodyshape demo: open http://{shown}:{args.port} (Ctrl-C to stop)", flush=True)
         launch(demo, args.host, args.port, auth, args.max_upload_mb)

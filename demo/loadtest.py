@@ -1,0 +1,484 @@
+"""``bodyshape loadtest``: N simulated users press *Reconstruct* on the page at the same time.
+
+    bodyshape loadtest                                  # starts Triton + the page here, on loopback
+    bodyshape loadtest --users 16 --duration 120 --json docs/loadtest.json
+    bodyshape loadtest --url http://127.0.0.1:7860 --auth user:pass   # a page that is already running
+
+Each user is a thread with its own ``gradio_client.Client`` (its own session) that uploads a
+front/side example pair (rotating through the page's examples; the height varies a little),
+waits for the answer and starts again, until ``--duration`` has passed (the request in flight
+is finished, not dropped). ``--max-requests`` bounds each user's count and ``--hard-timeout``
+the whole run: a request still unanswered then counts as failed.
+
+Each user uploads its *own* copies of the example photos (a few user-specific bytes appended
+after the JPEG data): the examples themselves are never deleted by the page, any other upload
+is deleted after its request, so this exercises the real upload -> delete path.
+
+A request fails when the client raises (connection, queue full, timeout) or when the page's
+status does not start with "**Done". Exit status 1 if any request failed or none was served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bodyshape.errors import BodyShapeError
+
+#: The page's own timing line: "**Done in 1.23 s** on the server: ...".
+DONE_RE = re.compile(r"^\*\*Done in ([0-9.]+) s")
+PROGRESS_EVERY_S = 10.0
+
+
+@dataclass
+class UserStats:
+    user: int
+    served: int = 0
+    failed: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+    server_s: list[float] = field(default_factory=list)  # the page's own "Done in" time
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoadTestResult:
+    url: str
+    users: int
+    duration_s: float
+    wall_s: float
+    served: int
+    failed: int
+    throughput_rps: float
+    latency_s: dict[str, float]
+    server_time_s: dict[str, float]
+    per_user: list[dict]
+    errors: list[str]
+    peak_rss_mb: dict[str, float]
+    loadavg_before: str
+    loadavg_after: str
+    settings: dict
+    machine: dict
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.served > 0
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    a = np.asarray(values, np.float64)
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "p99": float(np.percentile(a, 99)),
+        "max": float(a.max()),
+        "mean": float(a.mean()),
+    }
+
+
+def _loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return "n/a"
+
+
+# ----------------------------------------------------------------------------- memory (Linux /proc)
+def _proc_kb(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _group_pids(pgid: int) -> list[int]:
+    """Processes in process group ``pgid`` (tritonserver and its Python backend stubs)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:  # fields after "(comm)": state, ppid, pgrp, ...
+            pids.append(int(d.name))
+    return pids
+
+
+class RssSampler:
+    """Peak resident memory of the page process and of the Triton process group, sampled.
+
+    Sampled (sum of VmRSS per group) rather than summed VmHWM: the peaks of separate processes
+    need not coincide. ``page_pid`` is this process when the stack runs in-process, so its
+    number includes the simulated users (a few MB of client threads).
+    """
+
+    def __init__(self, page_pid: int | None, triton_pgid: int | None) -> None:
+        self.page_pid, self.triton_pgid = page_pid, triton_pgid
+        self.peak_page_kb = self.peak_triton_kb = 0
+
+    def sample(self) -> None:
+        if self.page_pid:
+            self.peak_page_kb = max(self.peak_page_kb, _proc_kb(self.page_pid, "VmRSS"))
+        if self.triton_pgid:
+            kb = sum(_proc_kb(p, "VmRSS") for p in _group_pids(self.triton_pgid))
+            self.peak_triton_kb = max(self.peak_triton_kb, kb)
+
+    def result(self) -> dict[str, float]:
+        out = {}
+        if self.page_pid:
+            out["page"] = round(max(self.peak_page_kb, _proc_kb(self.page_pid, "VmHWM")) / 1024, 1)
+        if self.triton_pgid:
+            out["triton"] = round(self.peak_triton_kb / 1024, 1)
+        return out
+
+
+# ----------------------------------------------------------------------------- the stack under test
+@dataclass
+class Stack:
+    url: str  # the page, http://127.0.0.1:PORT
+    port: int
+    triton: Any  # BundledTriton
+    demo: Any  # the launched gradio Blocks (demo.handler: the DemoHandler)
+
+
+@contextlib.contextmanager
+def serve_page(
+    triton_url: str,
+    concurrency: int | None = None,
+    queue_size: int | None = None,
+    auth: tuple[str, str] | None = None,
+    max_upload_mb: float | None = None,
+) -> Iterator[tuple[str, int, Any]]:
+    """The page, backed by the Triton server at ``triton_url``, on 127.0.0.1 and a free port.
+
+    Yields (URL, port, Blocks); closes the page afterwards (its generated files included).
+    """
+    from bodyshape.photo import MAX_BYTES
+    from bodyshape.triton_server import free_port
+    from demo.app import DEFAULT_CONCURRENCY, DEFAULT_QUEUE_SIZE, build_demo, launch
+    from demo.backend import TritonBackend
+
+    demo = build_demo(
+        TritonBackend(triton_url),
+        concurrency_limit=concurrency or DEFAULT_CONCURRENCY,
+        queue_size=queue_size or DEFAULT_QUEUE_SIZE,
+    )
+    port = free_port()
+    mb = max_upload_mb if max_upload_mb is not None else MAX_BYTES / 2**20
+    launch(demo, "127.0.0.1", port, auth, mb, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}", port, demo
+    finally:
+        demo.close(verbose=False)
+
+
+@contextlib.contextmanager
+def local_stack(
+    concurrency: int | None = None,
+    queue_size: int | None = None,
+    auth: tuple[str, str] | None = None,
+    max_upload_mb: float | None = None,
+) -> Iterator[Stack]:
+    """The whole real stack on loopback: bundled Triton (supervised) + the page on a free port.
+
+    Stops both afterwards (Triton's whole process group: no orphan ``tritonserver``).
+    """
+    from bodyshape.triton_server import BundledTriton
+
+    server = BundledTriton(supervise=True).start()
+    try:
+        with serve_page(server.http_url, concurrency, queue_size, auth, max_upload_mb) as (url, port, demo):
+            yield Stack(url, port, server, demo)
+    finally:
+        server.stop()
+
+
+# ----------------------------------------------------------------------------- simulated users
+def user_photos(out_dir: Path, user: int) -> list[dict]:
+    """This user's own copies of the example pairs (distinct bytes, same pixels) + heights."""
+    from demo.make_assets import load_examples
+
+    pairs = []
+    for ex in load_examples():
+        pair = {"height_cm": float(ex["height_cm"]), "name": ex["name"]}
+        for view in ("front", "side"):
+            p = out_dir / f"user{user:02d}_{ex['name']}_{view}.jpg"
+            p.write_bytes(Path(ex[view]).read_bytes() + f"\0bodyshape-loadtest-user-{user}".encode())
+            pair[view] = str(p)
+        pairs.append(pair)
+    return pairs
+
+
+def _user_loop(
+    user: int,
+    url: str,
+    auth: tuple[str, str] | None,
+    pairs: list[dict],
+    start: threading.Event,
+    deadline: list[float],
+    hard_deadline: list[float],
+    max_requests: int,
+    stats: UserStats,
+    in_flight: list[int],
+    lock: threading.Lock,
+    ready: threading.Barrier,
+) -> None:
+    from gradio_client import Client, handle_file
+
+    rng = np.random.default_rng(1000 + user)
+    client = None
+    try:
+        try:
+            client = Client(url, auth=auth, verbose=False, download_files=False)
+        except Exception as e:  # the page is not reachable or refuses the login
+            stats.failed += 1
+            stats.errors.append(f"connect: {type(e).__name__}: {e}"[:300])
+        with contextlib.suppress(threading.BrokenBarrierError):
+            ready.wait()
+        start.wait()
+        i = 0
+        while client is not None and time.monotonic() < deadline[0] and i < max_requests:
+            pair = pairs[(user + i) % len(pairs)]
+            height = round(pair["height_cm"] + rng.uniform(-3.0, 3.0), 1)
+            i += 1
+            with lock:
+                in_flight[0] += 1
+            t0 = time.monotonic()
+            try:
+                job = client.submit(
+                    handle_file(pair["front"]), handle_file(pair["side"]), height, "cm",
+                    api_name="/reconstruct",
+                )  # fmt: skip
+                remaining = hard_deadline[0] - time.monotonic()
+                try:
+                    out = job.result(timeout=max(remaining, 0.1))
+                except TimeoutError:
+                    job.cancel()
+                    raise TimeoutError(
+                        f"no answer before the hard timeout ({remaining:.0f} s left)"
+                    ) from None
+                latency = time.monotonic() - t0
+                status = str(out[0] if isinstance(out, list | tuple) else out)
+                m = DONE_RE.match(status)
+                if m:
+                    stats.served += 1
+                    stats.latencies_s.append(latency)
+                    stats.server_s.append(float(m.group(1)))
+                else:
+                    stats.failed += 1
+                    stats.errors.append(f"status: {status[:200]}")
+            except Exception as e:
+                stats.failed += 1
+                stats.errors.append(f"{type(e).__name__}: {e}"[:300])
+            finally:
+                with lock:
+                    in_flight[0] -= 1
+    finally:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def run_load(
+    url: str,
+    users: int = 16,
+    duration_s: float = 120.0,
+    auth: tuple[str, str] | None = None,
+    max_requests: int = 10_000,
+    hard_timeout_s: float | None = None,
+    progress: bool = True,
+    rss: RssSampler | None = None,
+    settings: dict | None = None,
+) -> LoadTestResult:
+    """Run the load against ``url``; returns the result (see :class:`LoadTestResult`)."""
+    if users < 1 or duration_s <= 0 or max_requests < 1:
+        raise BodyShapeError("--users, --duration and --max-requests must be positive")
+    # Requests still running at the deadline are waited for; the queue drains in roughly
+    # users x (time per request) / (workers), so give it several minutes beyond --duration.
+    hard_timeout_s = hard_timeout_s or duration_s + max(300.0, 20.0 * users)
+    tmp = Path(tempfile.mkdtemp(prefix="bodyshape-loadtest-"))
+    stats = [UserStats(u) for u in range(users)]
+    start, lock, in_flight = threading.Event(), threading.Lock(), [0]
+    ready = threading.Barrier(users + 1)
+    deadline, hard_deadline = [0.0], [0.0]
+    threads = []
+    try:
+        for u in range(users):
+            t = threading.Thread(
+                target=_user_loop,
+                args=(u, url, auth, user_photos(tmp, u), start, deadline, hard_deadline, max_requests,
+                      stats[u], in_flight, lock, ready),
+                name=f"loadtest-user-{u}", daemon=True,
+            )  # fmt: skip
+            t.start()
+            threads.append(t)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            ready.wait(timeout=120)  # every client connected (or failed to)
+        load_before = _loadavg()
+        t0 = time.monotonic()
+        deadline[0], hard_deadline[0] = t0 + duration_s, t0 + hard_timeout_s
+        start.set()
+        if progress:
+            print(f"loadtest: {users} users against {url} for {duration_s:.0f} s "
+                  f"(hard timeout {hard_timeout_s:.0f} s); loadavg {load_before}", flush=True)  # fmt: skip
+        next_print = t0 + PROGRESS_EVERY_S
+        while any(t.is_alive() for t in threads) and time.monotonic() < hard_deadline[0] + 5:
+            time.sleep(0.5)
+            if rss is not None:
+                rss.sample()
+            if progress and time.monotonic() >= next_print:
+                next_print += PROGRESS_EVERY_S
+                served, failed = sum(s.served for s in stats), sum(s.failed for s in stats)
+                mem = f", peak RSS {rss.result()} MB" if rss is not None else ""
+                print(f"  {time.monotonic() - t0:6.0f} s: served {served}, failed {failed}, "
+                      f"in flight {in_flight[0]}{mem}; loadavg {_loadavg()}", flush=True)  # fmt: skip
+        wall = time.monotonic() - t0
+        load_after = _loadavg()
+        for t, s in zip(threads, stats, strict=True):
+            if t.is_alive():  # stuck past the hard timeout: count what it still holds as failed
+                s.failed += 1
+                s.errors.append("still waiting at the hard timeout")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    latencies = [x for s in stats for x in s.latencies_s]
+    served, failed = sum(s.served for s in stats), sum(s.failed for s in stats)
+    errors = [f"user {s.user}: {e}" for s in stats for e in s.errors]
+    return LoadTestResult(
+        url=url, users=users, duration_s=duration_s, wall_s=round(wall, 2), served=served, failed=failed,
+        throughput_rps=round(served / wall, 3) if wall > 0 else 0.0,
+        latency_s={k: round(v, 3) for k, v in _percentiles(latencies).items()},
+        server_time_s={k: round(v, 3) for k, v in _percentiles([x for s in stats for x in s.server_s]).items()},
+        per_user=[{"user": s.user, "served": s.served, "failed": s.failed,
+                   "p50_s": round(float(np.median(s.latencies_s)), 3) if s.latencies_s else None}
+                  for s in stats],
+        errors=errors[:50], peak_rss_mb=rss.result() if rss is not None else {},
+        loadavg_before=load_before, loadavg_after=load_after, settings=dict(settings or {}),
+        machine={"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- report
+def format_report(r: LoadTestResult) -> str:
+    lat, srv = r.latency_s, r.server_time_s
+
+    def row(name: str, d: dict[str, float]) -> str:
+        if not d:
+            return f"| {name} | - | - | - | - | - |"
+        return f"| {name} | {d['p50']:.2f} | {d['p95']:.2f} | {d['p99']:.2f} | {d['max']:.2f} | {d['mean']:.2f} |"
+
+    lines = [
+        f"bodyshape loadtest: {r.users} users, {r.duration_s:.0f} s (+ drain: wall {r.wall_s:.1f} s) against {r.url}",
+        f"settings: {json.dumps(r.settings)}" if r.settings else "",
+        "",
+        f"served {r.served}, failed {r.failed}, throughput {r.throughput_rps:.2f} req/s",
+        "",
+        "| seconds | p50 | p95 | p99 | max | mean |",
+        "|---|---:|---:|---:|---:|---:|",
+        row("latency (client: upload + queue + work)", lat),
+        row("server work (page's 'Done in')", srv),
+        "",
+        "per user (served/failed): "
+        + ", ".join(f"{u['user']}: {u['served']}/{u['failed']}" for u in r.per_user),
+        f"peak RSS (MB): {r.peak_rss_mb or 'n/a (pass no --url to measure)'}",
+        f"loadavg before: {r.loadavg_before}   after: {r.loadavg_after}   ({r.machine['cpus']} CPUs)",
+    ]
+    if r.errors:
+        lines += ["", f"first errors ({len(r.errors)} shown):"] + [f"  {e}" for e in r.errors[:10]]
+    lines.append("")
+    lines.append("RESULT: " + ("OK, no failed request" if r.ok else "FAILED"))
+    return "\n".join(x for i, x in enumerate(lines) if x or i)
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=None,
+                        help="a running page (http://host:port); default: start Triton + the page here")  # fmt: skip
+    parser.add_argument("--users", type=int, default=16, help="simulated users at once (default 16)")
+    parser.add_argument("--duration", type=float, default=120.0,
+                        help="seconds during which users start new requests (default 120)")  # fmt: skip
+    parser.add_argument("--max-requests", type=int, default=10_000, help="per user at most (default 10000)")
+    parser.add_argument("--hard-timeout", type=float, default=None,
+                        help="stop waiting after this many seconds in all; unanswered requests fail "
+                             "(default: duration + max(300, 20 x users))")  # fmt: skip
+    parser.add_argument("--auth", default=os.environ.get("BODYSHAPE_DEMO_AUTH"),
+                        help="USER:PASSWORD if the page has a login (default: env BODYSHAPE_DEMO_AUTH)")  # fmt: skip
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="in-process page only: reconstructions at once (default: the demo's)")  # fmt: skip
+    parser.add_argument("--queue-size", type=int, default=None,
+                        help="in-process page only: queue size (default: the demo's)")  # fmt: skip
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _parse_auth(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise BodyShapeError("--auth must be USER:PASSWORD")
+    return user, password
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    auth = _parse_auth(args.auth)
+    left: list[int] = []
+    common = dict(users=args.users, duration_s=args.duration, auth=auth, max_requests=args.max_requests,
+                  hard_timeout_s=args.hard_timeout, progress=not args.quiet)  # fmt: skip
+    if args.url:
+        if args.concurrency or args.queue_size:
+            raise BodyShapeError("--concurrency/--queue-size only apply to the in-process page (no --url)")
+        result = run_load(args.url.rstrip("/"), settings={"page": "external"}, **common)
+    else:
+        from demo.app import DEFAULT_CONCURRENCY, DEFAULT_QUEUE_SIZE
+
+        settings = {
+            "page": "in-process (bundled Triton + Gradio on 127.0.0.1)",
+            "concurrency": args.concurrency or DEFAULT_CONCURRENCY,
+            "queue_size": args.queue_size or DEFAULT_QUEUE_SIZE,
+        }
+        if not args.quiet:
+            print("loadtest: starting the bundled Triton and the page on 127.0.0.1 ...", flush=True)
+        with local_stack(args.concurrency, args.queue_size, auth) as stack:
+            pgid = stack.triton.pid
+            rss = RssSampler(os.getpid(), pgid)
+            result = run_load(stack.url, rss=rss, settings=settings, **common)
+        left = _group_pids(pgid) if pgid else []
+        result.settings["triton_processes_left_after_stop"] = len(left)
+    print(format_report(result), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(asdict(result), indent=1) + "\n")
+    if not args.url and left:
+        print(f"loadtest: Triton processes still running after stop: {left}", file=sys.stderr)
+        return 1
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(prog="bodyshape loadtest")
+    add_arguments(p)
+    sys.exit(run(p.parse_args()))
