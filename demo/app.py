@@ -23,9 +23,11 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import cv2
@@ -54,12 +56,12 @@ OUTPUT_MAX_AGE_S = 15 * 60
 #: Silhouette previews are shown enlarged by this integer factor (nearest: pixels stay exact).
 PREVIEW_ZOOM = 3
 #: Reconstructions run at the same time; the others wait in Gradio's queue. Chosen for 2 CPU
-#: cores by `bodyshape loadtest` (8 users, 4 interleaved 45 s rounds per setting, same Triton;
-#: docs/reliability.md): 1 worker served 0.49 req/s (p50 latency 15 s), 2 workers 0.66 req/s
-#: (p50 11 s), +33%. Each request gets slower with 2 (server time 1.9 -> 2.7 s: rembg's ONNX
-#: Runtime already spreads one photo over both cores), but the single-threaded parts of one
-#: request (upload, mask cleaning, Triton round trip, figure, files) overlap the other's rembg.
-#: (The box was shared, load 7-10: part of the gain may be a larger share of it. 3+ not tried.)
+#: cores by `bodyshape loadtest` (8 users, interleaved 45 s rounds, one Triton; numbers in
+#: docs/reliability.md): 2 workers served 0.83 req/s vs 0.70 for 1 (+18%, box fairly quiet,
+#: load 3-5) and 0.66 vs 0.49 (+33%, load 7-10 from other jobs), lower latency in every round.
+#: Each request gets slower with 2 (server time ~1.3 -> ~2.2 s: rembg's ONNX Runtime already
+#: spreads one photo over both cores), but the single-threaded parts of one request (upload,
+#: mask cleaning, Triton round trip, figure, files) overlap the other's rembg. 3+ not tried.
 DEFAULT_CONCURRENCY = 2
 #: Requests that may wait beyond the running ones (all events count); more are refused at once
 #: with Gradio's "busy, please try again" (HTTP 503) rather than waiting for minutes. 16 users
@@ -71,6 +73,11 @@ DEFAULT_QUEUE_SIZE = 32
 #: (~0.3 MB): about 1 MB a session, so memory stays bounded near 1 GB. A dropped session
 #: only loses "press again without re-uploading".
 STATE_SESSIONS = 1000
+
+#: Masks of recent uploads kept across sessions (only for the same upload path, see
+#: DemoHandler.silhouette): for this long, at most this many (~0.4 MB each).
+RECENT_MASKS_S = 10 * 60
+RECENT_MASKS_MAX = 64
 
 CAPTURE_TEXT = f"""
 **How to take the two photos**
@@ -105,7 +112,10 @@ def _upload_path(payload) -> str | None:
 
 # ----------------------------------------------------------------------------- request handling
 class DemoHandler:
-    """The page's work, independent of Gradio objects (testable). Read-only after start-up."""
+    """The page's work, independent of Gradio objects (testable).
+
+    Shared state after start-up: only :attr:`_recent` (under a lock), see :meth:`silhouette`.
+    """
 
     def __init__(
         self, backend: Backend, segmenter: Segmenter | None = None, keep_paths: list[str] = ()
@@ -125,13 +135,23 @@ class DemoHandler:
         atexit.register(shutil.rmtree, self.out_root, ignore_errors=True)
         # Files never deleted after a request: the page's own examples (by content).
         self._keep = {_sha256(Path(p)) for p in keep_paths if Path(p).is_file()}
+        self._recent: OrderedDict[tuple[str, str], tuple[float, PhotoSilhouette]] = OrderedDict()
+        self._recent_lock = threading.Lock()
 
     # -- photos
     def silhouette(self, path: str | None, view: str, cache: dict) -> PhotoSilhouette:
         if not path:
             raise BodyShapeError(f"add a {view} photo (upload one, or take one with the webcam)")
-        if path in cache and not os.path.exists(path):
-            return cache[path]  # same upload as last time; the photo itself is already deleted
+        if not os.path.exists(path):
+            if path in cache:
+                return cache[path]  # same upload as last time; the photo itself is already deleted
+            # Gradio stores uploads by content: identical photos uploaded in two sessions share
+            # one path, and the first request to finish deletes the file while the other still
+            # waits in the queue. Its masks are kept here for a few minutes for that case.
+            recent = self._recent_get(path, view)
+            if recent is not None:
+                cache[path] = recent
+                return recent
         sil = photo_to_silhouette(path, view, self.segmenter)
         # Keep only masks in the session, never the photo; of the full mask only the person's
         # box (all the view-pair check reads), to keep each session small (see STATE_SESSIONS).
@@ -140,7 +160,24 @@ class DemoHandler:
         cache[path] = dataclasses.replace(
             sil, image=np.zeros((0, 0, 3), np.uint8), probability=np.zeros((0, 0), np.uint8), mask=box
         )
+        self._recent_put(path, view, cache[path])
         return sil
+
+    def _recent_get(self, path: str, view: str) -> PhotoSilhouette | None:
+        with self._recent_lock:
+            hit = self._recent.get((path, view))
+            return hit[1] if hit is not None and time.monotonic() - hit[0] < RECENT_MASKS_S else None
+
+    def _recent_put(self, path: str, view: str, sil: PhotoSilhouette) -> None:
+        now = time.monotonic()
+        with self._recent_lock:
+            self._recent[(path, view)] = (now, sil)
+            self._recent.move_to_end((path, view))
+            while self._recent and (
+                len(self._recent) > RECENT_MASKS_MAX
+                or now - next(iter(self._recent.values()))[0] > RECENT_MASKS_S
+            ):
+                self._recent.popitem(last=False)
 
     def forget_photos(self, *paths: str | None) -> None:
         """Delete uploaded photos (only files in Gradio's upload folder, never the examples)."""

@@ -11,12 +11,14 @@ The full run (16 users, 2 minutes) and its numbers: docs/reliability.md.
 import dataclasses
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bodyshape.assets import MissingAssetError, u2netp_path
 from demo.app import STATE_SESSIONS
+from demo.loadtest import serve_page
 
 
 def _have_u2netp() -> bool:
@@ -42,11 +44,11 @@ def triton():
         yield server
 
 
-def test_load_short(triton, tmp_path, capsys):
+def test_load_short(triton, tmp_path):
     """4 users x 20 s through the default page settings: zero failures, everyone served."""
     from dataclasses import asdict
 
-    from demo.loadtest import RssSampler, format_report, run_load, serve_page
+    from demo.loadtest import RssSampler, format_report, run_load
 
     with serve_page(triton.http_url) as (url, _, demo):
         rss = RssSampler(None, triton.pid)
@@ -90,7 +92,7 @@ def test_full_queue_says_busy_and_accepted_requests_are_served(triton, tmp_path)
     from gradio_client import Client, handle_file
     from gradio_client.utils import QueueError
 
-    from demo.loadtest import serve_page, user_photos
+    from demo.loadtest import user_photos
 
     n = 5
     with serve_page(triton.http_url, concurrency=1, queue_size=1) as (url, _, _demo):
@@ -127,3 +129,40 @@ def test_full_queue_says_busy_and_accepted_requests_are_served(triton, tmp_path)
     assert len(served) >= 2 and busy, outcomes  # one running + one waiting at least; the rest refused
     assert all(s.startswith("**Done") for s in served), served
     assert all("try again" in b.lower() for b in busy), busy
+
+
+def test_identical_uploads_from_several_sessions_are_all_served(triton, tmp_path):
+    """Gradio stores uploads by content: the same photo from 3 sessions is one file, which the
+    first request to finish deletes while the other two still wait in the queue (1 worker)."""
+    from gradio_client import Client, handle_file
+
+    from demo.make_assets import load_examples
+
+    ex = load_examples()[1]
+    front, side = tmp_path / "front.jpg", tmp_path / "side.jpg"
+    front.write_bytes(Path(ex["front"]).read_bytes() + b"\0shared")  # not the example's bytes,
+    side.write_bytes(Path(ex["side"]).read_bytes() + b"\0shared")  # so the page deletes them
+    n = 3
+    with serve_page(triton.http_url, concurrency=1) as (url, _, _demo):
+        clients = [Client(url, verbose=False, download_files=False) for _ in range(n)]
+        go = threading.Barrier(n)
+        statuses: list = [None] * n
+
+        def user(i: int) -> None:
+            go.wait()
+            try:
+                out = clients[i].predict(
+                    handle_file(front), handle_file(side), 165.0 + i, "cm", api_name="/reconstruct"
+                )
+                statuses[i] = out[0]
+            except Exception as e:
+                statuses[i] = f"{type(e).__name__}: {e}"
+
+        threads = [threading.Thread(target=user, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=180)
+        for c in clients:
+            c.close()
+    assert all(str(s).startswith("**Done") for s in statuses), statuses
