@@ -425,6 +425,23 @@ def launch(demo, host: str, port: int, auth: tuple[str, str] | None, max_upload_
     )  # fmt: skip
 
 
+def private_upload_dir() -> Path:
+    """Gradio's upload and cache folder for this process: private (0700), removed at exit.
+
+    Gradio's default, ``<tmp>/gradio``, is shared by every Gradio app on the machine and
+    readable by all local users (0755 folders, 0644 files): uploaded photos could be read while
+    they wait in the queue, and another app deletes, when it shuts down, every upload it ever
+    received, even when the same path (Gradio names uploads by content) is now this page's.
+    An explicit ``GRADIO_TEMP_DIR`` is kept. Call before the page is built.
+    """
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        return Path(os.environ["GRADIO_TEMP_DIR"])
+    folder = Path(tempfile.mkdtemp(prefix="bodyshape-gradio-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -460,6 +477,7 @@ def run(args: argparse.Namespace) -> int:
     from bodyshape.assets import u2netp_path
 
     u2netp_path()  # fail now, with the setup command, rather than in the first request
+    private_upload_dir()
 
     def _stop(signum, frame):  # SIGTERM (service managers, kill): stop like Ctrl-C, Triton included
         raise KeyboardInterrupt

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -215,16 +216,21 @@ def local_stack(
 
 
 # ----------------------------------------------------------------------------- simulated users
-def user_photos(out_dir: Path, user: int) -> list[dict]:
-    """This user's own copies of the example pairs (distinct bytes, same pixels) + heights."""
+def user_photos(out_dir: Path, user: int, run_id: str | None = None) -> list[dict]:
+    """This user's own copies of the example pairs (distinct bytes, same pixels) + heights.
+
+    The bytes are unique to the user *and* the run: Gradio names uploads by content, and a
+    page in another process that once received the same bytes deletes them when it stops.
+    """
     from demo.make_assets import load_examples
 
+    run_id = run_id or uuid.uuid4().hex
     pairs = []
     for ex in load_examples():
         pair = {"height_cm": float(ex["height_cm"]), "name": ex["name"]}
         for view in ("front", "side"):
             p = out_dir / f"user{user:02d}_{ex['name']}_{view}.jpg"
-            p.write_bytes(Path(ex[view]).read_bytes() + f"\0bodyshape-loadtest-user-{user}".encode())
+            p.write_bytes(Path(ex[view]).read_bytes() + f"\0bodyshape-loadtest-{run_id}-{user}".encode())
             pair[view] = str(p)
         pairs.append(pair)
     return pairs
@@ -318,6 +324,7 @@ def run_load(
     # users x (time per request) / (workers), so give it several minutes beyond --duration.
     hard_timeout_s = hard_timeout_s or duration_s + max(300.0, 20.0 * users)
     tmp = Path(tempfile.mkdtemp(prefix="bodyshape-loadtest-"))
+    run_id = uuid.uuid4().hex
     stats = [UserStats(u) for u in range(users)]
     start, lock, in_flight = threading.Event(), threading.Lock(), [0]
     ready = threading.Barrier(users + 1)
@@ -327,7 +334,7 @@ def run_load(
         for u in range(users):
             t = threading.Thread(
                 target=_user_loop,
-                args=(u, url, auth, user_photos(tmp, u), start, deadline, hard_deadline, max_requests,
+                args=(u, url, auth, user_photos(tmp, u, run_id), start, deadline, hard_deadline, max_requests,
                       stats[u], in_flight, lock, ready),
                 name=f"loadtest-user-{u}", daemon=True,
             )  # fmt: skip
@@ -453,7 +460,9 @@ def run(args: argparse.Namespace) -> int:
             raise BodyShapeError("--concurrency/--queue-size only apply to the in-process page (no --url)")
         result = run_load(args.url.rstrip("/"), settings={"page": "external"}, **common)
     else:
-        from demo.app import DEFAULT_CONCURRENCY, DEFAULT_QUEUE_SIZE
+        from demo.app import DEFAULT_CONCURRENCY, DEFAULT_QUEUE_SIZE, private_upload_dir
+
+        private_upload_dir()  # as `bodyshape demo` does
 
         settings = {
             "page": "in-process (bundled Triton + Gradio on 127.0.0.1)",

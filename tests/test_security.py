@@ -4,13 +4,15 @@ One page (real bundled Triton, real rembg) is launched for the module with a log
 (``auth=("u", "p")``) and a 1 MB upload limit. Checked: loopback by default and a warning
 otherwise; no API without login; oversized uploads refused with a clear message; files
 outside the upload folder refused; Triton and the page listen on 127.0.0.1 only; uploaded
-photos deleted after their request; generated files in the system temp dir, deleted on
-close; runtime dependencies pinned to ranges.
+photos deleted after their request (and kept in a private folder by `bodyshape demo`);
+generated files in the system temp dir, deleted on close; runtime dependencies pinned to
+ranges.
 """
 
 import argparse
 import hashlib
 import json
+import shutil
 import tempfile
 import tomllib
 import warnings
@@ -107,6 +109,24 @@ def test_default_bind_is_loopback_and_other_hosts_warn(monkeypatch):
     # --concurrency makes it stop right after the warning, before Triton or the page start).
     with pytest.warns(UserWarning, match="0.0.0.0"), pytest.raises(BodyShapeError, match="concurrency"):
         app.run(_demo_args("--host", "0.0.0.0", "--concurrency", "0"))
+
+
+def test_demo_keeps_uploads_in_a_private_folder(monkeypatch):
+    """`bodyshape demo` moves Gradio's upload folder out of the shared, world-readable <tmp>/gradio."""
+    from gradio.utils import get_upload_folder
+
+    from demo import app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "/srv/explicit-choice")
+    assert app.private_upload_dir() == Path("/srv/explicit-choice")  # an explicit folder is kept
+    monkeypatch.delenv("GRADIO_TEMP_DIR")
+    folder = app.private_upload_dir()
+    try:
+        assert Path(get_upload_folder()) == folder
+        assert folder.is_dir() and (folder.stat().st_mode & 0o077) == 0  # owner only
+        assert folder.resolve().is_relative_to(Path(tempfile.gettempdir()).resolve())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- login
