@@ -20,7 +20,8 @@ install: $(BIN)/python
 	$(BIN)/bodyshape setup
 
 demo: install
-	$(BIN)/bodyshape demo
+	# fewer glibc heaps: the page's RSS stops creeping under load (docs/reliability.md)
+	MALLOC_ARENA_MAX=2 $(BIN)/bodyshape demo
 
 test:
 	$(BIN)/python -m ruff check .
