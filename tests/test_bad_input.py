@@ -30,19 +30,10 @@ import pytest
 from PIL import Image
 
 from bodyshape import photo
-from bodyshape.assets import MissingAssetError, u2netp_path
-
-
-def _have_u2netp() -> bool:
-    try:
-        u2netp_path()
-        return True
-    except MissingAssetError:
-        return False
-
+from bodyshape.assets import have_u2netp
 
 pytestmark = [
-    pytest.mark.skipif(not _have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`"),
+    pytest.mark.skipif(not have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`"),
     # Every refused case also raises the page's toast (gr.Warning), a UserWarning outside Gradio.
     pytest.mark.filterwarnings("ignore::UserWarning:gradio.helpers"),
 ]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bodyshape.assets import MissingAssetError, u2netp_path
+from bodyshape.assets import have_u2netp
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -37,20 +37,12 @@ MESH_SHOWN = """() => {
 }"""
 
 
-def _have_u2netp() -> bool:
-    try:
-        u2netp_path()
-        return True
-    except MissingAssetError:
-        return False
-
-
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.triton,
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
-    pytest.mark.skipif(not _have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`"),
+    pytest.mark.skipif(not have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`"),
 ]
 
 

@@ -13,22 +13,13 @@ import numpy as np
 import pytest
 import trimesh
 
-from bodyshape.assets import MissingAssetError, u2netp_path
+from bodyshape.assets import have_u2netp
 from bodyshape.checkpoint import read_metadata
 from bodyshape.paths import WEIGHTS_DIR
 from demo.backend import BackendUnavailableError
 from demo.make_assets import load_examples, true_measurements
 
-
-def _have_u2netp() -> bool:
-    try:
-        u2netp_path()
-        return True
-    except MissingAssetError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`")
+pytestmark = pytest.mark.skipif(not have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`")
 GIRTHS = ("chest", "waist", "hip")
 ROUND_TRIP_TOL_M = 0.020
 #: The first trained weights (val 16 mm per vertex) miss girths by ~40 mm MAE even on clean

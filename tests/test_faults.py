@@ -21,22 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bodyshape.assets import U2NETP_FILE, MissingAssetError, u2netp_path
+from bodyshape.assets import U2NETP_FILE, MissingAssetError, have_u2netp
 from bodyshape.errors import BodyShapeError
 from bodyshape.paths import MODEL_REPOSITORY, REPO_DIR, WEIGHTS_DIR
 from bodyshape.triton_server import BundledTriton, TritonServerError, free_port
 from demo.make_assets import load_examples
 
-
-def _have_u2netp() -> bool:
-    try:
-        u2netp_path()
-        return True
-    except MissingAssetError:
-        return False
-
-
-needs_u2netp = pytest.mark.skipif(not _have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`")
+needs_u2netp = pytest.mark.skipif(not have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`")
 
 #: No single page request may take longer than this, fault or not (2 shared CPU cores).
 REQUEST_LIMIT_S = 90.0

@@ -16,23 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bodyshape.assets import MissingAssetError, u2netp_path
+from bodyshape.assets import have_u2netp
 from demo.app import STATE_SESSIONS
 from demo.loadtest import serve_page
-
-
-def _have_u2netp() -> bool:
-    try:
-        u2netp_path()
-        return True
-    except MissingAssetError:
-        return False
-
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.triton,
-    pytest.mark.skipif(not _have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`"),
+    pytest.mark.skipif(not have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`"),
 ]
 
 

