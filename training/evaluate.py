@@ -25,7 +25,17 @@ from bodyshape.reconstruct import mesh_from_shape
 from training.dataset import SilhouetteDataset, load_dataset
 from training.train import predict
 
-MODELS = {"front-only": "front", "side-only": "side", "fused, staged": "fused", "fused, from scratch": "fused_scratch"}
+#: Row name -> weights file. The two "equal budget" fused models are the controlled comparison of
+#: staged vs from-scratch training (same total compute); "fused, staged, long" is the shipped model:
+#: the same staged recipe with a 5x longer fused stage (`bodyshape train --stages fused_staged
+#: --samples 96000 96000 160000`, encoders from the same front/side runs).
+MODELS = {
+    "front-only": "front",
+    "side-only": "side",
+    "fused, staged (equal budget)": "fused_equal_budget",
+    "fused, from scratch (equal budget)": "fused_scratch",
+    "fused, staged, long (shipped)": "fused",
+}
 SHOWN = ("chest", "waist", "hip", "neck", "thigh", "upper_arm", "inseam", "shoulder")
 
 
