@@ -36,7 +36,7 @@ import numpy as np
 from bodyshape.errors import BodyShapeError
 from bodyshape.photo import MAX_BYTES, PhotoSilhouette, Segmenter, check_view_pair, photo_to_silhouette
 from bodyshape.reconstruct import MAX_HEIGHT_CM, MIN_HEIGHT_CM
-from demo.backend import Backend, BackendUnavailableError, TritonBackend
+from demo.backend import Backend, BackendUnavailableError, open_backend
 from demo.make_assets import GUIDE, load_examples
 from demo.pipeline import (
     check_height_cm,
@@ -483,30 +483,16 @@ def run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
-    server = None
-    try:
-        if args.local:
-            from demo.backend import LocalBackend
-
-            backend = LocalBackend()
-        elif args.triton_url:
-            backend = TritonBackend(args.triton_url, args.protocol)
+    with open_backend(
+        args.triton_url, args.protocol, args.local, supervise=True,
+        say=lambda m: print(f"bodyshape demo: {m}", flush=True),
+    ) as backend:  # fmt: skip
+        if args.triton_url and not args.local:
             print(f"bodyshape demo: using Triton at {args.triton_url} ({backend.status()})", flush=True)
-        else:
-            from bodyshape.triton_server import BundledTriton
-
-            print("bodyshape demo: starting the bundled Triton server on 127.0.0.1 ...", flush=True)
-            server = BundledTriton(supervise=True).start()
-            url = server.http_url if args.protocol == "http" else server.grpc_url
-            backend = TritonBackend(url, args.protocol)
-            print(f"bodyshape demo: Triton ready at {url}", flush=True)
         demo = build_demo(backend, concurrency_limit=args.concurrency, queue_size=args.queue_size)
         shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
         print(f"bodyshape demo: open http://{shown}:{args.port} (Ctrl-C to stop)", flush=True)
         launch(demo, args.host, args.port, auth, args.max_upload_mb)
-    finally:
-        if server is not None:
-            server.stop()
     return 0
 
 

@@ -10,7 +10,9 @@ process (:class:`LocalBackend`, PyTorch + Anny; a reference for tests and develo
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import numpy as np
@@ -129,3 +131,34 @@ class LocalBackend:
 
     def status(self) -> str:
         return f"{self.name}: ready"
+
+
+@contextlib.contextmanager
+def open_backend(
+    triton_url: str | None,
+    protocol: str = "http",
+    local: bool = False,
+    supervise: bool = False,
+    say: Callable[[str], None] = print,
+) -> Iterator[Backend]:
+    """The backend the command line asked for; starts (and finally stops) the bundled Triton.
+
+    ``local``: in-process PyTorch; ``triton_url``: that server; neither: the bundled Triton on
+    loopback (restarted if it dies when ``supervise``). ``say`` reports the bundled start.
+    """
+    if local:
+        yield LocalBackend()
+        return
+    if triton_url:
+        yield TritonBackend(triton_url, protocol)
+        return
+    from bodyshape.triton_server import BundledTriton
+
+    say("starting the bundled Triton server on 127.0.0.1 ...")
+    server = BundledTriton(supervise=supervise).start()
+    try:
+        url = server.http_url if protocol == "http" else server.grpc_url
+        say(f"Triton ready at {url}")
+        yield TritonBackend(url, protocol)
+    finally:
+        server.stop()

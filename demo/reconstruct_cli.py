@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     import cv2
 
     from bodyshape.assets import u2netp_path
-    from demo.backend import LocalBackend, TritonBackend
+    from demo.backend import open_backend
     from demo.pipeline import MEASUREMENT_LABELS, check_height_cm, reconstruct_photos, write_outputs
 
     check_height_cm(args.height)  # before starting a server
@@ -47,24 +47,12 @@ def run(args: argparse.Namespace) -> int:
     suffix = args.output.suffix.lower()
     if suffix not in (".obj", ".glb"):
         raise BodyShapeError(f"the output must end in .obj or .glb, got {args.output}")
-    server = None
-    try:
-        if args.local:
-            backend = LocalBackend()
-        elif args.triton_url:
-            backend = TritonBackend(args.triton_url, args.protocol)
-        else:
-            from bodyshape.triton_server import BundledTriton
 
-            print("starting the bundled Triton server on 127.0.0.1 ...", file=sys.stderr, flush=True)
-            server = BundledTriton().start()
-            backend = TritonBackend(
-                server.http_url if args.protocol == "http" else server.grpc_url, args.protocol
-            )
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    with open_backend(args.triton_url, args.protocol, args.local, say=say) as backend:
         result = reconstruct_photos(args.front, args.side, args.height, backend)
-    finally:
-        if server is not None:
-            server.stop()
     out = args.output
     stem = out.stem
     with tempfile.TemporaryDirectory() as tmp:
