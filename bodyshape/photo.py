@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bodyshape.errors import InputImageError
-from bodyshape.silhouette import fill_holes, normalize_silhouette
+from bodyshape.silhouette import bounding_box, fill_holes, normalize_silhouette
 
 #: Largest upload accepted, bytes (a 48 MP phone JPEG is about 15-25 MB).
 MAX_BYTES: int = 25 * 1024 * 1024
@@ -74,8 +74,8 @@ class PhotoSilhouette:
 
     @property
     def width_over_height(self) -> float:
-        rows, cols = np.flatnonzero(self.mask.any(1)), np.flatnonzero(self.mask.any(0))
-        return (cols[-1] - cols[0] + 1) / (rows[-1] - rows[0] + 1)
+        top, bottom, left, right = bounding_box(self.mask)
+        return (right - left) / (bottom - top)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -298,9 +298,8 @@ def check_person_shape(mask: np.ndarray, label: str = "photo") -> None:
     rembg finds the most salient object, not necessarily a person: a sideways photo, a ball or
     a drawing also give one big blob. These two checks catch the clear cases.
     """
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
-    if width > MAX_PERSON_WIDTH_OVER_HEIGHT * height:
+    top, bottom, left, right = bounding_box(mask)
+    if right - left > MAX_PERSON_WIDTH_OVER_HEIGHT * (bottom - top):
         raise InputImageError(
             f"the figure in the {label} is wider than it is tall: the photo seems to be sideways. Turn the "
             "photo upright (or take it again holding the phone upright), with the person standing"

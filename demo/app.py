@@ -36,6 +36,7 @@ import numpy as np
 from bodyshape.errors import BodyShapeError
 from bodyshape.photo import MAX_BYTES, PhotoSilhouette, Segmenter, check_view_pair, photo_to_silhouette
 from bodyshape.reconstruct import MAX_HEIGHT_CM, MIN_HEIGHT_CM
+from bodyshape.silhouette import bounding_box
 from demo.backend import Backend, BackendUnavailableError, open_backend
 from demo.make_assets import GUIDE, load_examples
 from demo.pipeline import (
@@ -155,8 +156,8 @@ class DemoHandler:
         sil = photo_to_silhouette(path, view, self.segmenter)
         # Keep only masks in the session, never the photo; of the full mask only the person's
         # box (all the view-pair check reads), to keep each session small (see STATE_SESSIONS).
-        rows, cols = np.flatnonzero(sil.mask.any(1)), np.flatnonzero(sil.mask.any(0))
-        box = sil.mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].copy()
+        top, bottom, left, right = bounding_box(sil.mask)
+        box = sil.mask[top:bottom, left:right].copy()
         cache[path] = dataclasses.replace(
             sil, image=np.zeros((0, 0, 3), np.uint8), probability=np.zeros((0, 0), np.uint8), mask=box
         )
