@@ -269,17 +269,25 @@ class BodyModel:
         Rest vertices are linear in the blendshape coefficients, so a subset of vertices
         costs one small matrix product: cheap enough for every training step.
         """
+        coeffs = self.blendshape_coefficients(shape)
+        template, blend = self.vertex_basis(vertex_index)
+        return template[None] + torch.einsum("cpd,bc->bpd", blend, coeffs.float())
+
+    def blendshape_coefficients(self, shape: torch.Tensor) -> torch.Tensor:
+        """Differentiable blendshape weights ``(B, C)`` of shapes ``(B, N_SHAPE)`` (Anny's dtype).
+
+        Rest vertices are ``template + blendshapes . coefficients``; training computes the
+        product itself on its own device (see ``training.train.Losses``).
+        """
         check_shape(shape)
         a = self.anny
         shape64 = shape.to(a.dtype)
         phen = shape64[:, :N_PHENOTYPES]
         local = shape64[:, N_PHENOTYPES:]
         facial = shape64.new_zeros(shape.shape[0], 0)
-        coeffs = a._get_phenotype_blendshape_coefficients(phen, local, facial)
-        template, blend = self._vertex_basis(vertex_index)
-        return (template[None] + torch.einsum("cpd,bc->bpd", blend, coeffs.float()))
+        return a._get_phenotype_blendshape_coefficients(phen, local, facial)
 
-    def _vertex_basis(self, vertex_index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def vertex_basis(self, vertex_index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         key = None if vertex_index is None else tuple(vertex_index.tolist())
         cache = self.__dict__.setdefault("_basis_cache", {})
         if key not in cache:

@@ -15,6 +15,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "generate": ("training.generate", "render a synthetic dataset of silhouette pairs"),
     "grid": ("training.grid", "write a PNG grid of random dataset samples"),
     "train": ("training.train", "staged training: front, side, fused (+ from-scratch control)"),
+    "train-gpu": ("training.one_gpu", "one-GPU recipe: generate on all cores while the GPU trains, in a time budget"),
     "evaluate": ("training.evaluate", "evaluation table of the trained models on a held-out set"),
     "export": ("export.export_model", "PyTorch -> ONNX (-> TensorRT) -> Triton model repository"),
     "serve": ("bodyshape.triton_server", "run the bundled Triton server on loopback"),

@@ -63,3 +63,58 @@ def test_resume_skips_finished_stages_and_weights_rebuild(trained):
         y = model(x, x, torch.tensor([1.6, 1.8]))
     assert y.shape == (2, 20) and torch.isfinite(y).all()
     assert not np.allclose(y[0].numpy(), y[1].numpy())  # the height input is used
+
+
+def test_time_budget_stage_ends_on_time_and_keeps_the_best(trained, tmp_path):
+    """A stage with a time budget runs its schedule on elapsed time (the one-GPU recipe)."""
+    import dataclasses
+    import time
+
+    cfg, _, _ = trained
+    timed = dataclasses.replace(cfg, out=str(tmp_path / "run"), weights_out="", stages=("front",),
+                                seconds={"front": 4.0}, epoch_samples=64, keep_best=True, p_flip=0.5)
+    t = time.time()
+    s = main(timed)["front"]
+    assert 4.0 <= s["seconds"] < 4.0 + 30, s["seconds"]  # stops at the budget (+ one validation)
+    assert time.time() - t < 60
+    assert s["steps"] > 1 and s["samples"] == s["steps"] * timed.batch_size
+    best = s["best"]
+    vals = {h["step"]: h["val_param"] + timed.vertex_loss_weight * h["val_vertex_cm"] for h in s["history"]}
+    assert best["step"] in vals and best["val_loss"] == pytest.approx(min(vals.values()))
+
+
+def test_mirroring_flips_whole_rows_only(trained):
+    from training.dataset import load_dataset
+    from training.train import Batches
+
+    cfg, _, root = trained
+    import dataclasses
+
+    ds = load_dataset(root / "data")
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+    plain = Batches(ds, dataclasses.replace(cfg, p_flip=0.0)).sample(rng_a)
+    flipped = Batches(ds, dataclasses.replace(cfg, p_flip=1.0)).sample(rng_b)
+    torch.testing.assert_close(flipped[0], plain[0].flip(-1))
+    torch.testing.assert_close(flipped[1], plain[1].flip(-1))
+    torch.testing.assert_close(flipped[3], plain[3])  # same people, same labels
+
+
+def test_partial_load_reads_finished_shards_only(trained, tmp_path):
+    import shutil
+
+    from bodyshape.errors import BodyShapeError
+    from training.dataset import load_dataset
+
+    _, _, root = trained
+    part = tmp_path / "part"
+    shutil.copytree(root / "data", part)
+    manifest = json.loads((part / "manifest.json").read_text())
+    manifest["complete"] = False
+    (part / "manifest.json").write_text(json.dumps(manifest))
+    (part / "shard_00001.npz").rename(part / "shard_00001.npz.tmp")  # still being written
+    with pytest.raises(BodyShapeError, match="incomplete"):
+        load_dataset(part)
+    ds = load_dataset(part, partial=True)
+    assert len(ds) == 120 and ds.manifest["n"] == 120 and ds.manifest["partial"]
+    full = load_dataset(root / "data")
+    np.testing.assert_array_equal(ds.shape, full.shape[:120])

@@ -47,17 +47,26 @@ class SilhouetteDataset:
                                  self.measurements[rows], self.manifest)
 
 
-def load_dataset(folder: str | Path, limit: int | None = None) -> SilhouetteDataset:
+def load_dataset(folder: str | Path, limit: int | None = None, partial: bool = False) -> SilhouetteDataset:
+    """Load a generated dataset; ``partial``: the shards finished so far of one still being made.
+
+    Shards are written under a temporary name and renamed when complete, so every shard file
+    present is whole. A partial load's manifest says ``"partial": true`` and its ``n`` is the
+    number of samples loaded.
+    """
     folder = Path(folder)
     mpath = folder / "manifest.json"
     if not mpath.exists():
         raise BodyShapeError(f"{folder} is not a dataset (no manifest.json); run `bodyshape generate` first")
     manifest = json.loads(mpath.read_text())
-    if not manifest.get("complete"):
+    if not manifest.get("complete") and not partial:
         raise BodyShapeError(f"dataset {folder} is incomplete; rerun the same `bodyshape generate` to finish it")
+    names = [n for n in manifest["shards"] if (folder / n).exists()] if partial else manifest["shards"]
+    if not names:
+        raise BodyShapeError(f"dataset {folder} has no finished shard yet")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("front", "side", "shape", "height", "measurements")}
     total = 0
-    for name in manifest["shards"]:
+    for name in names:
         with np.load(folder / name) as z:
             for k in parts:
                 parts[k].append(z[k])
@@ -65,4 +74,6 @@ def load_dataset(folder: str | Path, limit: int | None = None) -> SilhouetteData
         if limit is not None and total >= limit:
             break
     arrays = {k: np.concatenate(v)[:limit] for k, v in parts.items()}
+    if partial:
+        manifest = {**manifest, "n": len(arrays["shape"]), "partial": True, "shards": names}
     return SilhouetteDataset(**arrays, manifest=manifest)
