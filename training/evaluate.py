@@ -26,15 +26,16 @@ from training.dataset import SilhouetteDataset, load_dataset
 from training.train import predict
 
 #: Row name -> weights file. The two "equal budget" fused models are the controlled comparison of
-#: staged vs from-scratch training (same total compute); "fused, staged, long" is the shipped model:
-#: the same staged recipe with a 5x longer fused stage (`bodyshape train --stages fused_staged
-#: --samples 96000 96000 160000`, encoders from the same front/side runs).
+#: staged vs from-scratch training (same total compute, 2 CPU cores, runs/main; their front/side
+#: encoders came from that run's CPU-trained single-view models). The shipped front, side and fused
+#: models come from the one-GPU recipe (`bodyshape train-gpu`, one H200, 8 minutes): the same staged
+#: recipe, with far more samples seen.
 MODELS = {
-    "front-only": "front",
-    "side-only": "side",
+    "front-only (GPU recipe)": "front",
+    "side-only (GPU recipe)": "side",
     "fused, staged (equal budget)": "fused_equal_budget",
     "fused, from scratch (equal budget)": "fused_scratch",
-    "fused, staged, long (shipped)": "fused",
+    "fused, staged, GPU recipe (shipped)": "fused",
 }
 SHOWN = ("chest", "waist", "hip", "neck", "thigh", "upper_arm", "inseam", "shoulder")
 

@@ -11,6 +11,10 @@ two overlap:
                  shortened to end by ``deadline_s`` when that is given)
     end          shipped-format weights in ``weights_out`` and ``<work>/recipe.json``
 
+With ``init_fused`` (a trained fused model file) the single-view stages are skipped and
+the fused stage fine-tunes that model on freshly generated bodies: a second lease continues
+where the first stopped.
+
 The stages are :func:`training.train.main` with time budgets (``TrainConfig.seconds``): the
 cosine schedule runs on elapsed time, so the recipe ends on time whatever the GPU's speed.
 The fused stage sees more bodies than the single-view stages, all of them with the same
@@ -49,6 +53,7 @@ class RecipeConfig:
     device: str = "cuda"
     p_flip: float = 0.5
     val_size: int = 1000
+    init_fused: str | None = None  # fine-tune this fused model instead (no single-view stages)
 
 
 def _samples_done(data: Path) -> int:
@@ -105,16 +110,20 @@ def run_recipe(rc: RecipeConfig) -> dict:
             if gen.poll() is not None:
                 raise BodyShapeError(f"the generator stopped (code {gen.returncode}); see {work / 'generate.log'}")
             time.sleep(2)
-        first = load_dataset(data, partial=True)
-        mark(f"single-view data: {len(first)} pairs")
         cfg = TrainConfig(
             data=str(data), out=str(work / "run"), weights_out=rc.weights_out, val_size=rc.val_size,
             batch_size=rc.batch_size, lr=rc.lr, epoch_samples=rc.batch_size * 500, threads=1,
             stages=("front", "side"), device=rc.device, p_flip=rc.p_flip, keep_best=True,
             seconds={"front": rc.single_s, "side": rc.single_s},
         )
-        single = main(cfg, first)
-        mark("single-view stages done")
+        single: dict = {}
+        if rc.init_fused:  # fine-tuning: the whole model trains from the start, nothing frozen
+            cfg = dataclasses.replace(cfg, init=rc.init_fused, frozen_fraction=0.0, finetune_lr_scale=1.0)
+        else:
+            first = load_dataset(data, partial=True)
+            mark(f"single-view data: {len(first)} pairs")
+            single = main(cfg, first)
+            mark("single-view stages done")
     finally:
         _stop(gen, data)
         log.close()

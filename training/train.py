@@ -62,6 +62,7 @@ class TrainConfig:
     seconds: dict[str, float] = field(default_factory=dict)  # per-stage time budget (replaces samples)
     p_flip: float = 0.0  # mirror each view at random per sample (shapes are left-right symmetric)
     keep_best: bool = False  # final model = the one with the lowest validation loss
+    init: str | None = None  # fused_staged: start from this trained fused model file (fine-tuning)
 
     def stage_samples(self, stage: str) -> int:
         if stage == "fused_scratch":  # same total compute as the staged pipeline
@@ -198,7 +199,14 @@ def _stage_dir(cfg: TrainConfig, stage: str) -> Path:
 def build_stage_model(cfg: TrainConfig, stage: str) -> BodyShapeNet:
     torch.manual_seed(cfg.seed + STAGES.index(stage))
     model = BodyShapeNet(NetConfig(views=STAGE_VIEWS[stage], **cfg.net))
-    if stage == "fused_staged":
+    if stage == "fused_staged" and cfg.init:  # continue training a whole fused model
+        from bodyshape.checkpoint import load_model
+
+        trained = load_model(cfg.init)
+        if trained.cfg.to_dict() != model.cfg.to_dict():
+            raise BodyShapeError(f"{cfg.init} is another network ({trained.cfg.to_dict()}); cannot start from it")
+        model.load_state_dict(trained.state_dict())
+    elif stage == "fused_staged":
         for view in ("front", "side"):
             ck = torch.load(_stage_dir(cfg, view) / "final.pt", map_location="cpu", weights_only=False)
             enc = {k.split(f"encoders.{view}.", 1)[1]: v for k, v in ck["model"].items() if k.startswith(f"encoders.{view}.")}
