@@ -118,3 +118,19 @@ def test_partial_load_reads_finished_shards_only(trained, tmp_path):
     assert len(ds) == 120 and ds.manifest["n"] == 120 and ds.manifest["partial"]
     full = load_dataset(root / "data")
     np.testing.assert_array_equal(ds.shape, full.shape[:120])
+
+
+def test_fine_tuning_starts_from_the_given_model(trained):
+    import dataclasses
+
+    from bodyshape.errors import BodyShapeError
+
+    cfg, _, root = trained
+    start = dataclasses.replace(cfg, init=str(root / "weights" / "fused.safetensors"))
+    model = build_stage_model(start, "fused_staged")
+    shipped = load_model(root / "weights" / "fused.safetensors")
+    for name, tensor in shipped.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], tensor, rtol=0, atol=0)
+    other = dataclasses.replace(start, net={"widths": (8, 8, 12, 12, 24), "feature_dim": 64, "head_hidden": 64})
+    with pytest.raises(BodyShapeError, match="another network"):
+        build_stage_model(other, "fused_staged")
