@@ -269,9 +269,7 @@ class BodyModel:
         Rest vertices are linear in the blendshape coefficients, so a subset of vertices
         costs one small matrix product: cheap enough for every training step.
         """
-        coeffs = self.blendshape_coefficients(shape)
-        template, blend = self.vertex_basis(vertex_index)
-        return template[None] + torch.einsum("cpd,bc->bpd", blend, coeffs.float())
+        return apply_blendshapes(*self.vertex_basis(vertex_index), self.blendshape_coefficients(shape))
 
     def blendshape_coefficients(self, shape: torch.Tensor) -> torch.Tensor:
         """Differentiable blendshape weights ``(B, C)`` of shapes ``(B, N_SHAPE)`` (Anny's dtype).
@@ -322,6 +320,11 @@ class BodyModel:
             LOCAL_CHANGE_CLIP,
         )
         return np.concatenate([pheno, local], axis=1).astype(np.float32)
+
+
+def apply_blendshapes(template: torch.Tensor, blend: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    """Rest vertices ``(B, V', 3)`` = template ``(V', 3)`` + blendshapes ``(C, V', 3)`` . coefficients ``(B, C)``."""
+    return template[None] + torch.einsum("cpd,bc->bpd", blend, coeffs.float())
 
 
 _MODEL: BodyModel | None = None

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bodyshape.body_model import N_PHENOTYPES, get_body_model
+from bodyshape.body_model import N_PHENOTYPES, apply_blendshapes, get_body_model
 from bodyshape.checkpoint import save_model
 from bodyshape.errors import BodyShapeError
 from bodyshape.nets import BodyShapeNet, NetConfig
@@ -111,8 +111,8 @@ class Losses:
             return torch.device("cpu")
 
     def rest_vertices(self, shape: torch.Tensor) -> torch.Tensor:
-        coeffs = self.body.blendshape_coefficients(shape.to(self.coeff_device)).to(self.device).float()
-        return self.template[None] + torch.einsum("cpd,bc->bpd", self.blend, coeffs)
+        coeffs = self.body.blendshape_coefficients(shape.to(self.coeff_device)).to(self.device)
+        return apply_blendshapes(self.template, self.blend, coeffs)
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
         pred = pred.float()

@@ -1,0 +1,33 @@
+"""The one-GPU recipe's orchestration, run on the CPU with tiny budgets: the generator runs in
+the background, training starts on the shards finished so far, the generator is stopped, and
+the fused stage sees every finished shard."""
+
+import pytest
+
+from bodyshape.checkpoint import read_metadata
+from bodyshape.errors import BodyShapeError
+from training.one_gpu import RecipeConfig, run_recipe
+
+
+@pytest.mark.slow
+def test_recipe_overlaps_generation_and_training(tmp_path):
+    rc = RecipeConfig(work=str(tmp_path / "work"), weights_out=str(tmp_path / "weights"), data_seed=9,
+                      max_samples=100_000, workers=1, first_data_s=1, single_s=2, fused_s=30, deadline_s=1,
+                      batch_size=16, device="cpu", val_size=50)
+    with pytest.raises(BodyShapeError, match="no time left for the fused stage"):
+        run_recipe(rc)  # the deadline is checked before the fused stage starts
+    assert not (tmp_path / "work" / "recipe.json").exists()  # no report for a run that did not finish
+
+    rc2 = RecipeConfig(**{**rc.__dict__, "work": str(tmp_path / "work2"), "deadline_s": None, "fused_s": 3})
+    report = run_recipe(rc2)
+    events = report["events"]
+    assert list(events)[:2] == ["body model ready", "generator started (1 workers)"]
+    gen = report["generation"]
+    single, fused = report["stages"]["front"]["pairs"], report["stages"]["fused_staged"]["pairs"]
+    assert single % 500 == 0 and single >= 500  # whole shards only
+    assert fused == gen["pairs"] >= single  # the generator kept going while front/side trained
+    assert not list((tmp_path / "work2" / "data").glob("*.tmp"))  # stopped cleanly
+    for name in ("front", "side", "fused"):
+        _, info = read_metadata(tmp_path / "weights" / f"{name}.safetensors")
+        assert info["trained"] and info["dataset_seed"] == 9
+    assert report["stages"]["fused_staged"]["seconds"] >= 3
