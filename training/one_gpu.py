@@ -56,6 +56,26 @@ class RecipeConfig:
     init_fused: str | None = None  # fine-tune this fused model instead (no single-view stages)
 
 
+#: Command-line help for each field of :class:`RecipeConfig`.
+HELP = {
+    "work": "folder for the generated data, checkpoints, logs and recipe.json",
+    "weights_out": "where the front/side/fused .safetensors go (copy them to bodyshape/weights to ship)",
+    "data_seed": "seed of the generated data (data/train is 0, the test sets 1 and 2)",
+    "max_samples": "upper bound for the generator (it is stopped long before)",
+    "workers": "generator processes (default: all cores but one)",
+    "first_data_s": "seconds of generation before the single-view stages start",
+    "single_s": "seconds for each of the front and side stages",
+    "fused_s": "seconds for the fused stage",
+    "deadline_s": "finish within this many seconds of the start (shortens the fused stage)",
+    "batch_size": "training batch size",
+    "lr": "peak learning rate (cosine decay over each stage's time)",
+    "device": "cuda, or cpu for a dry run",
+    "p_flip": "probability of mirroring each view",
+    "val_size": "pairs held out for validation (the last ones loaded)",
+    "init_fused": "fine-tune this fused model file instead of training front, side and fused",
+}
+
+
 def _samples_done(data: Path) -> int:
     """Samples in the finished shards (each is renamed into place when whole)."""
     manifest = data / "manifest.json"
@@ -79,11 +99,15 @@ def _stop(proc: subprocess.Popen, data: Path) -> None:
 
 
 def run_recipe(rc: RecipeConfig) -> dict:
+    import torch
+
     from bodyshape.body_model import get_body_model
     from bodyshape.measurements import get_measurer
     from training.dataset import load_dataset
     from training.train import TrainConfig, main
 
+    if rc.device.startswith("cuda") and not torch.cuda.is_available():  # say so before minutes of work
+        raise BodyShapeError(f"--device {rc.device}: PyTorch sees no CUDA GPU here; use --device cpu for a dry run")
     t0 = time.time()
     work = Path(rc.work)
     data = work / "data"
@@ -157,7 +181,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(RecipeConfig):
         default = getattr(d, f.name)
         kind = {"int": int, "float": float, "str": str}.get(str(f.type).replace(" | None", ""), str)
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=default, help=f"default {default}")
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=default, help=f"{HELP[f.name]} (default {default})")
 
 
 def run(args: argparse.Namespace) -> int:
