@@ -31,3 +31,13 @@ def test_recipe_overlaps_generation_and_training(tmp_path):
         _, info = read_metadata(tmp_path / "weights" / f"{name}.safetensors")
         assert info["trained"] and info["dataset_seed"] == 9
     assert report["stages"]["fused_staged"]["seconds"] >= 3
+
+
+def test_cuda_without_a_gpu_fails_at_once(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(BodyShapeError, match="sees no CUDA GPU"):
+        run_recipe(RecipeConfig(work=str(tmp_path / "w"), device="cuda"))
+    assert not (tmp_path / "w").exists()  # nothing generated, nothing written
