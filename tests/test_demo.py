@@ -24,7 +24,7 @@ GIRTHS = ("chest", "waist", "hip")
 ROUND_TRIP_TOL_M = 0.020
 #: Bodies in the round trip. Per-body girth errors spread by about 20 mm (sd), so the mean of 4
 #: bodies moves by +-10 mm from sample to sample: too few to tell 15 mm from 25 mm. 16 bodies
-#: halve that, at about 50 s of CI time. The seed is one no model or earlier check has seen.
+#: halve that, at about 70 s of CI time. The seed is one no model or earlier check has seen.
 ROUND_TRIP_BODIES, ROUND_TRIP_SEED = 16, 7
 
 
