@@ -78,40 +78,52 @@ def _array_bytes(obj) -> int:
     return 0
 
 
+def _simultaneous_users(url: str, n: int, request) -> list:
+    """``n`` sessions (one ``gradio_client.Client`` each) call ``request(client, i)`` at the same
+    moment; returns each one's result (None if it had not returned after 180 s)."""
+    from gradio_client import Client
+
+    clients = [Client(url, verbose=False, download_files=False) for _ in range(n)]
+    go = threading.Barrier(n)
+    results: list = [None] * n
+
+    def user(i: int) -> None:
+        go.wait()
+        results[i] = request(clients[i], i)
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    for c in clients:
+        c.close()
+    return results
+
+
 def test_full_queue_says_busy_and_accepted_requests_are_served(triton, tmp_path):
     """1 worker, 1 waiting place, 5 users at once: some are told "busy", none of the others fail."""
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
     from gradio_client.utils import QueueError
 
     from demo.loadtest import user_photos
 
     n = 5
+    pairs = [user_photos(tmp_path, u)[0] for u in range(n)]
+
+    def request(client, i: int) -> tuple[str, str]:
+        try:
+            out = client.predict(
+                handle_file(pairs[i]["front"]), handle_file(pairs[i]["side"]), 172.0, "cm", api_name="/reconstruct"
+            )
+            return ("served", out[0])
+        except QueueError as e:
+            return ("busy", str(e))
+        except Exception as e:  # anything else is a failure of the test
+            return ("error", f"{type(e).__name__}: {e}")
+
     with serve_page(triton.http_url, concurrency=1, queue_size=1) as (url, _, _demo):
-        clients = [Client(url, verbose=False, download_files=False) for _ in range(n)]
-        pairs = [user_photos(tmp_path, u)[0] for u in range(n)]
-        go = threading.Barrier(n)
-        outcomes: list = [None] * n
-
-        def user(i: int) -> None:
-            go.wait()
-            try:
-                out = clients[i].predict(
-                    handle_file(pairs[i]["front"]), handle_file(pairs[i]["side"]), 172.0, "cm",
-                    api_name="/reconstruct",
-                )  # fmt: skip
-                outcomes[i] = ("served", out[0])
-            except QueueError as e:
-                outcomes[i] = ("busy", str(e))
-            except Exception as e:  # anything else is a failure of the test
-                outcomes[i] = ("error", f"{type(e).__name__}: {e}")
-
-        threads = [threading.Thread(target=user, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=180)
-        for c in clients:
-            c.close()
+        outcomes = _simultaneous_users(url, n, request)
     kinds = [o[0] for o in outcomes]
     print("outcomes:", kinds)
     assert "error" not in kinds and None not in kinds, outcomes
@@ -125,7 +137,7 @@ def test_full_queue_says_busy_and_accepted_requests_are_served(triton, tmp_path)
 def test_identical_uploads_from_several_sessions_are_all_served(triton, tmp_path):
     """Gradio stores uploads by content: the same photo from 3 sessions is one file, which the
     first request to finish deletes while the other two still wait in the queue (1 worker)."""
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     from demo.make_assets import load_examples
 
@@ -133,27 +145,12 @@ def test_identical_uploads_from_several_sessions_are_all_served(triton, tmp_path
     front, side = tmp_path / "front.jpg", tmp_path / "side.jpg"
     front.write_bytes(Path(ex["front"]).read_bytes() + b"\0shared")  # not the example's bytes,
     side.write_bytes(Path(ex["side"]).read_bytes() + b"\0shared")  # so the page deletes them
-    n = 3
+    def request(client, i: int) -> str:
+        try:
+            return client.predict(handle_file(front), handle_file(side), 165.0 + i, "cm", api_name="/reconstruct")[0]
+        except Exception as e:
+            return f"{type(e).__name__}: {e}"
+
     with serve_page(triton.http_url, concurrency=1) as (url, _, _demo):
-        clients = [Client(url, verbose=False, download_files=False) for _ in range(n)]
-        go = threading.Barrier(n)
-        statuses: list = [None] * n
-
-        def user(i: int) -> None:
-            go.wait()
-            try:
-                out = clients[i].predict(
-                    handle_file(front), handle_file(side), 165.0 + i, "cm", api_name="/reconstruct"
-                )
-                statuses[i] = out[0]
-            except Exception as e:
-                statuses[i] = f"{type(e).__name__}: {e}"
-
-        threads = [threading.Thread(target=user, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=180)
-        for c in clients:
-            c.close()
+        statuses = _simultaneous_users(url, 3, request)
     assert all(str(s).startswith("**Done") for s in statuses), statuses
