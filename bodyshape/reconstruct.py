@@ -6,6 +6,7 @@ This is the one place that turns shape parameters into the mesh users see; the T
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,15 +16,42 @@ from bodyshape.body_model import N_SHAPE, BodyModel, check_shape, clamp_shape, g
 from bodyshape.errors import BodyShapeError
 from bodyshape.silhouette import to_network_input
 
+#: The heights the product accepts, everywhere (page, CLI, Triton models): the only copy.
 MIN_HEIGHT_CM, MAX_HEIGHT_CM = 100.0, 230.0
 
 
+class HeightError(BodyShapeError):
+    """A stated height that is not a number or outside [MIN_HEIGHT_CM, MAX_HEIGHT_CM]."""
+
+
+def _range_message(got: str) -> str:
+    return (
+        f"height must be between {MIN_HEIGHT_CM:.0f} and {MAX_HEIGHT_CM:.0f} cm, got {got} "
+        "(enter it in centimetres: 5 ft 10 in = 178 cm)"
+    )
+
+
+def check_height_cm(height_cm: object) -> float:
+    """A typed height in cm (number or text, as a page or a command line gets it) -> metres.
+
+    Raises :class:`HeightError` with a message a user can act on.
+    """
+    try:
+        h = float(height_cm)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):  # empty, text, a 400-digit number
+        h = math.nan
+    if not math.isfinite(h):  # also "nan", "inf": not a height, whatever the range says
+        raise HeightError("enter your height in centimetres (for example 172)")
+    if not MIN_HEIGHT_CM <= h <= MAX_HEIGHT_CM:
+        raise HeightError(_range_message(f"{h:g} cm"))
+    return h / 100.0
+
+
 def check_height_m(height_m: np.ndarray) -> np.ndarray:
+    """Heights in metres (any shape) -> (B,) float32, all finite and in range, or HeightError."""
     h = np.asarray(height_m, np.float32).reshape(-1)
     if not np.isfinite(h).all() or (h < MIN_HEIGHT_CM / 100).any() or (h > MAX_HEIGHT_CM / 100).any():
-        raise BodyShapeError(
-            f"height must be between {MIN_HEIGHT_CM:.0f} and {MAX_HEIGHT_CM:.0f} cm, got {h * 100}"
-        )
+        raise HeightError(_range_message(f"{np.round(h * 100, 1).tolist()} cm"))
     return h
 
 

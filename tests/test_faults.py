@@ -423,7 +423,7 @@ def test_segmenter_without_weights_names_setup(bad_u2net_home, monkeypatch):
         photo.Segmenter()
     assert "bodyshape setup" in str(e.value) and str(home) in str(e.value)
     # The photo path (no segmenter passed) builds the process-wide one: as in a fresh process.
-    monkeypatch.setattr(photo, "_SEGMENTER", None)
+    monkeypatch.setattr(photo, "_SEGMENTER", photo.Shared(photo.Segmenter, "rembg segmenter"))
     with pytest.raises(MissingAssetError, match="bodyshape setup"):
         photo.photo_to_silhouette(load_examples()[0]["front"], "front")
 
