@@ -1,7 +1,9 @@
 """Model files that rebuild themselves: safetensors weights + the NetConfig and metadata.
 
 A ``.safetensors`` file holds the weights; its metadata holds ``net_config`` (JSON of
-:class:`~bodyshape.nets.NetConfig`) and free-form ``info`` (JSON: training data, metrics).
+:class:`~bodyshape.nets.NetConfig`), free-form ``info`` (JSON: training data, metrics) and,
+in files written by ``bodyshape train``, ``train_config`` (JSON of the
+``training.config.TrainConfig`` the network was trained with; older files have none).
 Loading refuses a file whose shape-parameter list differs from this code's.
 """
 
@@ -20,11 +22,15 @@ from bodyshape.nets import BodyShapeNet, NetConfig
 from bodyshape.paths import REPO_DIR
 
 
-def save_model(model: BodyShapeNet, path: str | Path, info: dict | None = None) -> Path:
+def save_model(
+    model: BodyShapeNet, path: str | Path, info: dict | None = None, train_config: dict | None = None
+) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"net_config": json.dumps(model.cfg.to_dict()), "info": json.dumps(info or {})}
+    if train_config is not None:
+        meta["train_config"] = json.dumps(train_config)
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp), metadata=meta)
     tmp.replace(path)
@@ -48,21 +54,40 @@ def how_to_restore(path: str | Path) -> str:
     )
 
 
-def read_metadata(path: str | Path) -> tuple[NetConfig, dict]:
-    path = Path(path)
+def _damaged(path: Path, e: Exception) -> BodyShapeError:
+    return BodyShapeError(
+        f"model file {path} is damaged or not a bodyshape model ({type(e).__name__}: {e}); "
+        f"{how_to_restore(path)}"
+    )
+
+
+def _file_metadata(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise BodyShapeError(f"model file {path} is missing; {how_to_restore(path)}")
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        cfg = NetConfig.from_dict(json.loads(meta["net_config"]))
-    except BodyShapeError:
-        raise
+            return f.metadata() or {}
     except Exception as e:  # corrupt or foreign file: say which file
-        raise BodyShapeError(
-            f"model file {path} is damaged or not a bodyshape model ({type(e).__name__}: {e}); "
-            f"{how_to_restore(path)}"
-        ) from e
+        raise _damaged(path, e) from e
+
+
+def read_train_config(path: str | Path) -> dict | None:
+    """The training configuration stored in a model file (None in files made before it was stored)."""
+    path = Path(path)
+    text = _file_metadata(path).get("train_config")
+    try:
+        return None if text is None else json.loads(text)
+    except ValueError as e:
+        raise _damaged(path, e) from e
+
+
+def read_metadata(path: str | Path) -> tuple[NetConfig, dict]:
+    path = Path(path)
+    meta = _file_metadata(path)
+    try:
+        cfg = NetConfig.from_dict(json.loads(meta["net_config"]))
+    except Exception as e:  # foreign file: say which file
+        raise _damaged(path, e) from e
     if tuple(cfg.shape_labels) != SHAPE_LABELS or cfg.shape_version != SHAPE_VERSION:
         raise BodyShapeError(
             f"model file {path} predicts a different shape-parameter list ({cfg.shape_version}: "

@@ -17,6 +17,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "train": ("training.train", "staged training: front, side, fused (+ from-scratch control)"),
     "train-gpu": ("training.one_gpu", "one-GPU recipe: generate on all cores while the GPU trains, in a time budget"),
     "evaluate": ("training.evaluate", "evaluation table of the trained models on a held-out set"),
+    "ship": ("training.ship", "copy a training run's weights into bodyshape/weights and re-export the Triton repository"),
     "export": ("export.export_model", "PyTorch -> ONNX (-> TensorRT) -> Triton model repository"),
     "serve": ("bodyshape.triton_server", "run the bundled Triton server on loopback"),
     "bench": ("export.bench", "perf_analyzer + in-process benchmark table"),

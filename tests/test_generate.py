@@ -70,8 +70,19 @@ def test_interrupted_generation_resumes_without_gaps_or_duplicates(small, tmp_pa
 
 def test_changed_config_is_refused_on_resume(small):
     _, out = small
-    with pytest.raises(BodyShapeError, match="different configuration"):
+    with pytest.raises(BodyShapeError, match=r"different configuration: seed \(was 3, now 99\)"):
         generate(DataConfig(n=10, seed=99, shard_size=4), out, workers=1, progress=False)
+
+
+def test_default_output_folder_is_the_one_the_help_names(tmp_path, monkeypatch, capsys):
+    from bodyshape import paths
+
+    monkeypatch.setattr(paths, "DATA_DIR", tmp_path)
+    with pytest.raises(SystemExit):
+        cli_main(["generate", "--help"])
+    assert "default data/seed<SEED>-n<N>" in " ".join(capsys.readouterr().out.split())
+    assert cli_main(["generate", "--n", "2", "--seed", "7", "--shard-size", "2", "--workers", "1"]) == 0
+    assert load_dataset(tmp_path / "seed7-n2").manifest["n"] == 2
 
 
 def test_bad_arguments_give_clear_errors(tmp_path, capsys):

@@ -11,7 +11,7 @@ from training.one_gpu import RecipeConfig, run_recipe
 
 @pytest.mark.slow
 def test_recipe_overlaps_generation_and_training(tmp_path):
-    rc = RecipeConfig(work=str(tmp_path / "work"), weights_out=str(tmp_path / "weights"), data_seed=9,
+    rc = RecipeConfig(work=str(tmp_path / "work"), data_seed=9,
                       max_samples=100_000, workers=1, first_data_s=1, single_s=2, fused_s=30, deadline_s=1,
                       batch_size=16, device="cpu", val_size=50)
     with pytest.raises(BodyShapeError, match="no time left for the fused stage"):
@@ -28,7 +28,7 @@ def test_recipe_overlaps_generation_and_training(tmp_path):
     assert fused == gen["pairs"] >= single  # the fused stage reads every shard finished by the stop
     assert not list((tmp_path / "work2" / "data").glob("*.tmp"))  # stopped cleanly
     for name in ("front", "side", "fused"):
-        _, info = read_metadata(tmp_path / "weights" / f"{name}.safetensors")
+        _, info = read_metadata(tmp_path / "work2" / "weights" / f"{name}.safetensors")
         assert info["trained"] and info["dataset_seed"] == 9
     assert report["stages"]["fused_staged"]["seconds"] >= 3
 

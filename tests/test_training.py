@@ -1,32 +1,60 @@
-"""A tiny end-to-end training run: loss goes down, staged init copies the encoders."""
+"""A tiny end-to-end training run: loss goes down, staged init copies the encoders, the run
+stays in its run folder, resumes are checked, and `bodyshape ship` is the one way to ship."""
 
+import dataclasses
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from bodyshape.checkpoint import load_model, read_metadata
-from training.config import DataConfig
+from bodyshape import paths
+from bodyshape.checkpoint import load_model, read_metadata, read_train_config
+from bodyshape.cli import main as cli_main
+from bodyshape.errors import BodyShapeError
+from training.config import DataConfig, run_dir, stage_config
 from training.generate import generate
 from training.train import TrainConfig, build_stage_model, main
 
 
+def digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    """Train every stage with the run given by name, in a RUNS_DIR of its own."""
     root = tmp_path_factory.mktemp("train")
     generate(DataConfig(n=240, seed=5, shard_size=120), root / "data", workers=1, progress=False)
     cfg = TrainConfig(
-        data=str(root / "data"), out=str(root / "run"), weights_out=str(root / "weights"),
+        data=str(root / "data"), out="tiny",
         val_size=40, batch_size=32, epoch_samples=160, threads=2,
         samples={"front": 640, "side": 640, "fused_staged": 640}, net={"widths": (8, 8, 12, 12, 16), "feature_dim": 64, "head_hidden": 64},
     )
-    summaries = main(cfg)
-    return cfg, summaries, root
+    shipped_before = digests(paths.WEIGHTS_DIR)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(paths, "RUNS_DIR", root / "runs")
+        summaries = main(cfg)
+    shipped_after = digests(paths.WEIGHTS_DIR)
+    # from here on the run is named by its path: the same run (``out`` is not part of a stage's config)
+    cfg = dataclasses.replace(cfg, out=str(root / "runs" / "tiny"))
+    return cfg, summaries, root, (shipped_before, shipped_after)
+
+
+def test_training_writes_only_into_its_run_folder(trained):
+    cfg, _, root, (before, after) = trained
+    assert before and after == before  # the shipped weights are byte-identical
+    run = root / "runs" / "tiny"
+    assert sorted(p.name for p in (run / "weights").iterdir()) == [
+        "front.safetensors", "fused.safetensors", "fused_scratch.safetensors", "side.safetensors"]
+    assert (run / "loss_curves.png").exists() and (run / "front" / "config.json").exists()
+    assert not (paths.REPO_DIR / "runs" / "tiny").exists()
 
 
 def test_loss_goes_down_in_every_stage(trained):
-    _, summaries, _ = trained
+    _, summaries, _, _ = trained
     assert set(summaries) == {"front", "side", "fused_staged", "fused_scratch"}
     for stage, s in summaries.items():
         hist = s["history"]
@@ -35,15 +63,15 @@ def test_loss_goes_down_in_every_stage(trained):
 
 
 def test_scratch_gets_the_same_total_budget(trained):
-    cfg, summaries, _ = trained
+    cfg, summaries, _, _ = trained
     assert summaries["fused_scratch"]["samples"] == (640 // 2 + 640 // 2 + 640) // 32 * 32
 
 
 def test_staged_init_copies_single_view_encoders(trained):
-    cfg, _, _ = trained
+    cfg, _, _, _ = trained
     fused = build_stage_model(cfg, "fused_staged")
     for view in ("front", "side"):
-        single = torch.load(f"{cfg.out}/{view}/final.pt", weights_only=False)["model"]
+        single = torch.load(run_dir(cfg.out) / view / "final.pt", weights_only=False)["model"]
         for name, tensor in fused.encoders[view].state_dict().items():
             torch.testing.assert_close(tensor, single[f"encoders.{view}.{name}"], rtol=0, atol=0)
     scratch = build_stage_model(cfg, "fused_scratch")
@@ -52,11 +80,12 @@ def test_staged_init_copies_single_view_encoders(trained):
 
 
 def test_resume_skips_finished_stages_and_weights_rebuild(trained):
-    cfg, summaries, root = trained
+    cfg, summaries, root, _ = trained
     again = main(cfg)  # every stage finished: nothing retrained
     assert json.dumps(again["fused_scratch"]) == json.dumps(summaries["fused_scratch"])
-    model = load_model(root / "weights" / "fused.safetensors")
-    _, info = read_metadata(root / "weights" / "fused.safetensors")
+    weights = run_dir(cfg.out) / "weights" / "fused.safetensors"
+    model = load_model(weights)
+    _, info = read_metadata(weights)
     assert info["trained"] and info["stage"] == "fused_staged"
     x = torch.zeros(2, 1, 128, 96)
     with torch.no_grad():
@@ -67,11 +96,10 @@ def test_resume_skips_finished_stages_and_weights_rebuild(trained):
 
 def test_time_budget_stage_ends_on_time_and_keeps_the_best(trained, tmp_path):
     """A stage with a time budget runs its schedule on elapsed time (the one-GPU recipe)."""
-    import dataclasses
     import time
 
-    cfg, _, _ = trained
-    timed = dataclasses.replace(cfg, out=str(tmp_path / "run"), weights_out="", stages=("front",),
+    cfg, _, _, _ = trained
+    timed = dataclasses.replace(cfg, out=str(tmp_path / "run"), stages=("front",),
                                 seconds={"front": 4.0}, epoch_samples=64, keep_best=True, p_flip=0.5)
     t = time.time()
     s = main(timed)["front"]
@@ -87,9 +115,7 @@ def test_mirroring_flips_whole_rows_only(trained):
     from training.dataset import load_dataset
     from training.train import Batches
 
-    cfg, _, root = trained
-    import dataclasses
-
+    cfg, _, root, _ = trained
     ds = load_dataset(root / "data")
     rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
     plain = Batches(ds, dataclasses.replace(cfg, p_flip=0.0)).sample(rng_a)
@@ -102,10 +128,9 @@ def test_mirroring_flips_whole_rows_only(trained):
 def test_partial_load_reads_finished_shards_only(trained, tmp_path):
     import shutil
 
-    from bodyshape.errors import BodyShapeError
     from training.dataset import load_dataset
 
-    _, _, root = trained
+    _, _, root, _ = trained
     part = tmp_path / "part"
     shutil.copytree(root / "data", part)
     manifest = json.loads((part / "manifest.json").read_text())
@@ -121,16 +146,81 @@ def test_partial_load_reads_finished_shards_only(trained, tmp_path):
 
 
 def test_fine_tuning_starts_from_the_given_model(trained):
-    import dataclasses
-
-    from bodyshape.errors import BodyShapeError
-
-    cfg, _, root = trained
-    start = dataclasses.replace(cfg, init=str(root / "weights" / "fused.safetensors"))
+    cfg, _, root, _ = trained
+    fused = run_dir(cfg.out) / "weights" / "fused.safetensors"
+    start = dataclasses.replace(cfg, init=str(fused))
     model = build_stage_model(start, "fused_staged")
-    shipped = load_model(root / "weights" / "fused.safetensors")
+    shipped = load_model(fused)
     for name, tensor in shipped.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], tensor, rtol=0, atol=0)
     other = dataclasses.replace(start, net={"widths": (8, 8, 12, 12, 24), "feature_dim": 64, "head_hidden": 64})
     with pytest.raises(BodyShapeError, match="another network"):
         build_stage_model(other, "fused_staged")
+
+
+def test_resume_with_another_config_is_refused_and_config_json_kept(trained):
+    cfg, _, _, _ = trained
+    stored = run_dir(cfg.out) / "front" / "config.json"
+    before = stored.read_bytes()
+    with pytest.raises(BodyShapeError, match=r"stage front in .* different configuration: lr \(was 0.002, now 0.001\)"):
+        main(dataclasses.replace(cfg, lr=1e-3))
+    with pytest.raises(BodyShapeError, match=r"stage fused_scratch .*samples \(was 1280, now 1600\)"):
+        main(dataclasses.replace(cfg, stages=("fused_scratch",), samples={**cfg.samples, "fused_staged": 960}))
+    main(dataclasses.replace(cfg, threads=1, stages=("front",)))  # run-only settings may change
+    assert stored.read_bytes() == before  # the configuration a stage started with is never rewritten
+
+
+def test_final_weights_carry_their_training_config(trained):
+    cfg, _, _, _ = trained
+    for stage, name in (("front", "front"), ("fused_staged", "fused")):
+        stored = read_train_config(run_dir(cfg.out) / "weights" / f"{name}.safetensors")
+        assert stored["lr"] == cfg.lr and stored["net"]["widths"] == [8, 8, 12, 12, 16]
+        assert stage_config(stored, stage)["samples"] == 640
+    assert read_train_config(paths.WEIGHTS_DIR / "fused.safetensors") is None  # shipped before: still loads
+    load_model(paths.WEIGHTS_DIR / "fused.safetensors")
+
+
+def test_ship_copies_the_chosen_stages_under_the_chosen_names(trained, tmp_path, capsys):
+    cfg, _, _, _ = trained
+    to = tmp_path / "weights"
+    args = ["ship", cfg.out, "--stages", "front", "fused_staged=fused_equal_budget", "--to", str(to), "--no-export"]
+    assert cli_main(args) == 0
+    src = run_dir(cfg.out) / "weights"
+    assert digests(to) == {"front.safetensors": digests(src)["front.safetensors"],
+                           "fused_equal_budget.safetensors": digests(src)["fused.safetensors"]}
+    assert read_train_config(to / "fused_equal_budget.safetensors")["samples"]["fused_staged"] == 640
+    load_model(to / "fused_equal_budget.safetensors")
+    assert "needs no export" in capsys.readouterr().out  # fused.safetensors did not change
+
+
+def test_ship_refuses_bad_stage_names_before_copying(trained, tmp_path, capsys):
+    cfg, _, _, _ = trained
+    to = tmp_path / "weights"
+    for spec, message in (("fused_stage", "unknown stage"), ("front=../x", "plain name"), ("front=fused", "two-view")):
+        assert cli_main(["ship", cfg.out, "--stages", "side", spec, "--to", str(to), "--no-export"]) == 2
+        assert message in capsys.readouterr().err
+    assert not to.exists() or not list(to.iterdir())  # all or nothing
+    assert cli_main(["ship", str(tmp_path / "no/such_run")]) == 2
+    assert "holds no trained weights" in capsys.readouterr().err
+
+
+def test_ship_of_the_served_model_reexports_the_repository(trained, tmp_path):
+    from training.ship import ship
+
+    cfg, _, _, _ = trained
+    written = ship(cfg.out, ["fused_staged"], to=tmp_path / "weights", repository=tmp_path / "repo")
+    assert written == [tmp_path / "weights" / "fused.safetensors"]
+    info = json.loads((tmp_path / "repo" / "body_shape" / "1" / "export_info.json").read_text())
+    assert info["weights_sha256"] == hashlib.sha256(written[0].read_bytes()).hexdigest()
+    assert (tmp_path / "repo" / "body_shape" / "1" / "model.onnx").exists()
+
+
+def test_evaluate_with_empty_strong_skips_it(trained, tmp_path):
+    cfg, _, root, _ = trained
+    out = tmp_path / "eval.md"
+    args = ["evaluate", "--weights", str(run_dir(cfg.out) / "weights"), "--test", str(root / "data"),
+            "--strong", "", "--n", "20", "--out", str(out)]
+    assert cli_main(args) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert res["n"] == 20 and "fused, staged, GPU recipe (shipped)" in res["models"]
+    assert not any("strong_noise" in r for r in res["models"].values())

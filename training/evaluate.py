@@ -22,8 +22,9 @@ import numpy as np
 from bodyshape.checkpoint import load_model, read_metadata
 from bodyshape.measurements import MEASUREMENT_NAMES, get_measurer
 from bodyshape.reconstruct import mesh_from_shape
+from training.batches import predict
+from training.config import FRONT, FUSED_SCRATCH, FUSED_STAGED, SIDE, WEIGHT_NAMES
 from training.dataset import SilhouetteDataset, load_dataset
-from training.train import predict
 
 #: Row name -> weights file. The two "equal budget" fused models are the controlled comparison of
 #: staged vs from-scratch training (same total compute, 2 CPU cores, runs/main; their front/side
@@ -31,11 +32,11 @@ from training.train import predict
 #: models come from the one-GPU recipe (`bodyshape train-gpu`, one H200, 8 minutes): the same staged
 #: recipe, with far more samples seen.
 MODELS = {
-    "front-only (GPU recipe)": "front",
-    "side-only (GPU recipe)": "side",
-    "fused, staged (equal budget)": "fused_equal_budget",
-    "fused, from scratch (equal budget)": "fused_scratch",
-    "fused, staged, GPU recipe (shipped)": "fused",
+    "front-only (GPU recipe)": WEIGHT_NAMES[FRONT],
+    "side-only (GPU recipe)": WEIGHT_NAMES[SIDE],
+    "fused, staged (equal budget)": "fused_equal_budget",  # a fused_staged shipped under another name
+    "fused, from scratch (equal budget)": WEIGHT_NAMES[FUSED_SCRATCH],
+    "fused, staged, GPU recipe (shipped)": WEIGHT_NAMES[FUSED_STAGED],
 }
 SHOWN = ("chest", "waist", "hip", "neck", "thigh", "upper_arm", "inseam", "shoulder")
 
@@ -121,14 +122,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     p.add_argument("--test", type=Path, default=Path("data/test"))
-    p.add_argument("--strong", type=Path, default=Path("data/test_strong"), help="stronger-noise test set ('' to skip)")
+    p.add_argument("--strong", default="data/test_strong",
+                   help="stronger-noise test set ('' to skip; skipped with a message when it does not exist)")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--out", type=Path, default=Path("docs/evaluation.md"))
 
 
+def strong_test_set(arg: str) -> Path | None:
+    """The ``--strong`` folder, or None: '' means skip (``Path('')`` would be the current folder)."""
+    if not arg:
+        return None
+    if not Path(arg).exists():
+        print(f"skipping the stronger-noise test: {arg} not found")
+        return None
+    return Path(arg)
+
+
 def run(args: argparse.Namespace) -> int:
-    strong = args.strong if args.strong and str(args.strong) and Path(args.strong).exists() else None
-    res = evaluate(args.weights, args.test, strong, args.n)
+    res = evaluate(args.weights, args.test, strong_test_set(args.strong), args.n)
     md = markdown(res)
     print(md)
     args.out.parent.mkdir(parents=True, exist_ok=True)

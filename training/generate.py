@@ -16,7 +16,6 @@ whatever the number of workers, and an interrupted run resumes by skipping finis
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bodyshape.errors import BodyShapeError
-from training.config import DataConfig
+from training.config import DataConfig, config_to_json, refuse_changed_config
 
 FORMAT_VERSION = 1
 
@@ -156,19 +155,7 @@ def _worker_run(job: tuple[DataConfig, int, str]) -> int:
     return shard
 
 
-def config_to_json(cfg: DataConfig) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-
-
-def generate(cfg: DataConfig, out_dir: str | Path, workers: int | None = None, progress: bool = True) -> dict:
-    """Generate (or finish generating) a dataset. Returns the manifest."""
-    from tqdm import tqdm
-
-    if cfg.n <= 0:
-        raise BodyShapeError(f"--n must be a positive number of samples, got {cfg.n}")
-    if cfg.shard_size <= 0:
-        raise BodyShapeError(f"--shard-size must be positive, got {cfg.shard_size}")
-    out = Path(out_dir)
+def _writable_output(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write_test"
@@ -176,24 +163,14 @@ def generate(cfg: DataConfig, out_dir: str | Path, workers: int | None = None, p
         probe.unlink()
     except OSError as e:
         raise BodyShapeError(f"cannot write to output directory {out}: {e.strerror or e}") from e
-    manifest_path = out / "manifest.json"
-    cfg_json = config_to_json(cfg)
-    if manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
-        if old.get("config") != cfg_json:
-            raise BodyShapeError(
-                f"{out} holds a dataset made with a different configuration; "
-                "use another --out or the same arguments to resume"
-            )
-    n_shards = -(-cfg.n // cfg.shard_size)
-    todo = [i for i in range(n_shards) if not _shard_ok(out / shard_name(i))]
-    for stale in out.glob("*.tmp"):
-        stale.unlink()
+
+
+def _new_manifest(cfg: DataConfig, cfg_json: dict, n_shards: int) -> dict:
     from bodyshape.body_model import LOCAL_CHANGE_LABELS, SHAPE_LABELS, SHAPE_VERSION
     from bodyshape.measurements import MEASUREMENT_NAMES
     from bodyshape.silhouette import BODY_HEIGHT_PX, CANVAS_HW
 
-    manifest = {
+    return {
         "format_version": FORMAT_VERSION,
         "config": cfg_json,
         "n": cfg.n,
@@ -206,22 +183,48 @@ def generate(cfg: DataConfig, out_dir: str | Path, workers: int | None = None, p
         "body_height_px": BODY_HEIGHT_PX,
         "complete": False,
     }
-    manifest_path.write_text(json.dumps(manifest, indent=1))
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
-    t0 = time.time()
-    bar = tqdm(total=n_shards, initial=n_shards - len(todo), unit="shard", disable=not progress, desc="generate")
-    jobs = [(cfg, i, str(out)) for i in todo]
+
+
+def _run_shards(jobs: list[tuple[DataConfig, int, str]], workers: int, bar) -> None:
+    """Make the shards of ``jobs`` in this process (one worker) or a pool of spawned ones."""
     if workers == 1:
         _worker_init()
         for job in jobs:
             _worker_run(job)
             bar.update()
-    else:
-        import multiprocessing as mp
+        return
+    import multiprocessing as mp
 
-        with mp.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
-            for _ in pool.imap_unordered(_worker_run, jobs):
-                bar.update()
+    with mp.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
+        for _ in pool.imap_unordered(_worker_run, jobs):
+            bar.update()
+
+
+def generate(cfg: DataConfig, out_dir: str | Path, workers: int | None = None, progress: bool = True) -> dict:
+    """Generate (or finish generating) a dataset. Returns the manifest."""
+    from tqdm import tqdm
+
+    if cfg.n <= 0:
+        raise BodyShapeError(f"--n must be a positive number of samples, got {cfg.n}")
+    if cfg.shard_size <= 0:
+        raise BodyShapeError(f"--shard-size must be positive, got {cfg.shard_size}")
+    out = Path(out_dir)
+    _writable_output(out)
+    manifest_path = out / "manifest.json"
+    cfg_json = config_to_json(cfg)
+    if manifest_path.exists():
+        refuse_changed_config(json.loads(manifest_path.read_text()).get("config") or {}, cfg_json,
+                              f"the dataset in {out} was made", "Use another --out, or the same arguments to resume.")
+    n_shards = -(-cfg.n // cfg.shard_size)
+    todo = [i for i in range(n_shards) if not _shard_ok(out / shard_name(i))]
+    for stale in out.glob("*.tmp"):
+        stale.unlink()
+    manifest = _new_manifest(cfg, cfg_json, n_shards)
+    manifest_path.write_text(json.dumps(manifest, indent=1))
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    t0 = time.time()
+    bar = tqdm(total=n_shards, initial=n_shards - len(todo), unit="shard", disable=not progress, desc="generate")
+    _run_shards([(cfg, i, str(out)) for i in todo], workers, bar)
     bar.close()
     elapsed = time.time() - t0
     done = sum(min(cfg.shard_size, cfg.n - i * cfg.shard_size) for i in todo)
@@ -232,10 +235,16 @@ def generate(cfg: DataConfig, out_dir: str | Path, workers: int | None = None, p
     return manifest
 
 
+#: Default output folder, under ``bodyshape.paths.DATA_DIR`` (``data/`` or ``$BODYSHAPE_DATA_DIR``).
+DEFAULT_OUT = "seed{seed}-n{n}"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=DataConfig.n, help="number of silhouette pairs")
     p.add_argument("--seed", type=int, default=DataConfig.seed)
-    p.add_argument("--out", type=Path, default=None, help="output folder (default data/<seed>-<n>)")
+    default = DEFAULT_OUT.format(seed="<SEED>", n="<N>")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"output folder (default data/{default}; data/ is $BODYSHAPE_DATA_DIR when set)")
     p.add_argument("--shard-size", type=int, default=DataConfig.shard_size)
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--noise", choices=("default", "strong", "none"), default="default",
@@ -243,12 +252,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bodyshape import paths
     from bodyshape.augment import NO_NOISE, MaskNoise
-    from bodyshape.paths import DATA_DIR
 
     noise = {"default": MaskNoise(), "strong": MaskNoise().stronger(), "none": NO_NOISE}[args.noise]
     cfg = DataConfig(n=args.n, seed=args.seed, shard_size=args.shard_size, noise=noise)
-    out = args.out or DATA_DIR / f"seed{args.seed}-n{args.n}"
+    out = args.out or paths.DATA_DIR / DEFAULT_OUT.format(seed=args.seed, n=args.n)
     m = generate(cfg, out, workers=args.workers)
     r = m["last_run"]
     print(f"dataset in {out}: {m['n']} pairs; this run {r['samples']} pairs in {r['seconds']} s "

@@ -1,0 +1,101 @@
+"""``bodyshape ship RUN``: make a training run's weights the shipped ones, then re-export.
+
+Training writes only into its run folder (``runs/<name>/weights/``); this is the one step
+that changes ``bodyshape/weights/`` (``bodyshape.paths.WEIGHTS_DIR``). Each stage's file is
+copied byte for byte (its metadata keeps the training configuration), optionally under
+another name: ``--stages fused_staged=fused_equal_budget`` ships the run's staged fused
+model as ``fused_equal_budget.safetensors``. When ``fused.safetensors`` (the served model)
+changes, the Triton repository is exported again from it (``bodyshape export``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from bodyshape.errors import BodyShapeError
+from training.config import FUSED_STAGED, SERVED_WEIGHTS, STAGE_VIEWS, STAGES, WEIGHT_NAMES, run_weights_dir
+
+SUFFIX = ".safetensors"
+
+
+def parse_stage(spec: str) -> tuple[str, str]:
+    """``STAGE`` or ``STAGE=NAME`` -> (stage, shipped file name without ``.safetensors``)."""
+    stage, _, name = spec.partition("=")
+    if stage not in STAGES:
+        raise BodyShapeError(f"unknown stage {stage!r} in {spec!r}; choose from {', '.join(STAGES)}")
+    name = name.removesuffix(SUFFIX) if name else WEIGHT_NAMES[stage]
+    if not name or "/" in name or name.startswith("."):
+        raise BodyShapeError(f"{spec!r}: the file name after '=' must be a plain name, such as fused_equal_budget")
+    return stage, name
+
+
+def _plan(run: str, stages: list[str] | None) -> list[tuple[Path, str]]:
+    """(source file, shipped name) for each stage to ship, every source checked before anything is copied."""
+    from bodyshape.checkpoint import read_metadata, read_train_config
+
+    src_dir = run_weights_dir(run)
+    specs = [parse_stage(s) for s in stages] if stages else [
+        (s, WEIGHT_NAMES[s]) for s in STAGES if (src_dir / f"{WEIGHT_NAMES[s]}{SUFFIX}").exists()]
+    if not specs:
+        raise BodyShapeError(f"{src_dir} holds no trained weights; train first (`bodyshape train --out {run}`)")
+    names = [name for _, name in specs]
+    if len(set(names)) != len(names):
+        raise BodyShapeError(f"two stages would be shipped under the same name: {names}")
+    plan = []
+    for stage, name in specs:
+        src = src_dir / f"{WEIGHT_NAMES[stage]}{SUFFIX}"
+        if not src.exists():
+            raise BodyShapeError(f"{src} not found: stage {stage} of run {run} has not finished")
+        cfg, _ = read_metadata(src)
+        if name == SERVED_WEIGHTS and tuple(cfg.views) != STAGE_VIEWS[FUSED_STAGED]:
+            raise BodyShapeError(f"{SERVED_WEIGHTS}{SUFFIX} is the served two-view model; {src} reads {cfg.views}")
+        if read_train_config(src) is None:
+            print(f"note: {src} has no training configuration in its metadata (made before it was stored)")
+        plan.append((src, name))
+    return plan
+
+
+def ship(run: str, stages: list[str] | None = None, to: Path | None = None,
+         repository: Path | None = None, export: bool = True) -> list[Path]:
+    """Copy the run's weights into ``to`` (default ``WEIGHTS_DIR``) and, when the served model
+    changed, export the Triton repository (default ``MODEL_REPOSITORY``) from it. Returns the
+    files written."""
+    from bodyshape import paths  # looked up at call time: tests point them elsewhere
+
+    to = paths.WEIGHTS_DIR if to is None else Path(to)
+    to.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src, name in _plan(run, stages):
+        dst = to / f"{name}{SUFFIX}"
+        tmp = dst.with_name(dst.name + ".tmp")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dst)
+        print(f"shipped {src} -> {dst}")
+        written.append(dst)
+    served = to / f"{SERVED_WEIGHTS}{SUFFIX}"
+    if served not in written:
+        print(f"{served.name} unchanged: the Triton repository needs no export")
+    elif export:
+        from export.export_model import export_all
+
+        export_all(served, paths.MODEL_REPOSITORY if repository is None else Path(repository))
+    else:
+        print(f"--no-export: run `bodyshape export --weights {served}` before serving")
+    return written
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="the training run: a name under runs/ (e.g. main, one_gpu) or a path with a '/'")
+    p.add_argument("--stages", nargs="+", metavar="STAGE[=NAME]", default=None,
+                   help=f"stages to ship ({', '.join(STAGES)}; default: every one the run finished), "
+                        "each optionally under another file name, e.g. fused_staged=fused_equal_budget")
+    p.add_argument("--to", type=Path, default=None, help="weights folder (default bodyshape/weights)")
+    p.add_argument("--repository", type=Path, default=None, help="Triton model repository (default model_repository)")
+    p.add_argument("--no-export", action="store_true", help="copy only; do not re-export the Triton repository")
+
+
+def run(args: argparse.Namespace) -> int:
+    ship(args.run, args.stages, args.to, args.repository, export=not args.no_export)
+    return 0
