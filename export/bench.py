@@ -117,23 +117,30 @@ def run_perf_analyzer(
     On a shared, busy machine perf_analyzer may find no 3 windows within ``stability_percentage``
     of each other; it is then rerun with a looser bound (the table states the windows used).
     """
+    args = [
+        *("-m", model, "-u", url, "-i", protocol, "-b", str(batch)),
+        f"--concurrency-range={concurrency}",
+        f"--input-data={input_data}",
+        f"--measurement-interval={measurement_interval_ms}",
+        f"--max-trials={max_trials}",
+    ]
     last: BodyShapeError | None = None
     for pct in (stability_percentage, 100, 1000):
         try:
-            return _perf_analyzer_once(
-                model,
-                url,
-                input_data,
-                batch,
-                concurrency,
-                protocol,
-                measurement_interval_ms,
-                max_trials,
-                pct,
-                timeout_s,
-            )
+            rec = _perf_analyzer_once(model, [*args, f"--stability-percentage={pct}"], timeout_s)
         except _Unstable as e:
             last = e
+            continue
+        # perf_analyzer counts inferences (requests x batch) per second; latencies in microseconds.
+        return Row(
+            model,
+            f"Triton {protocol}",
+            batch,
+            concurrency,
+            float(rec["Inferences/Second"]),
+            float(rec["p50 latency"]) / 1e3,
+            float(rec["p99 latency"]) / 1e3,
+        )
     raise last
 
 
@@ -141,39 +148,12 @@ class _Unstable(BodyShapeError):
     pass
 
 
-def _perf_analyzer_once(
-    model,
-    url,
-    input_data,
-    batch,
-    concurrency,
-    protocol,
-    measurement_interval_ms,
-    max_trials,
-    stability_percentage,
-    timeout_s,
-) -> Row:
+def _perf_analyzer_once(model: str, args: list[str], timeout_s: float) -> dict[str, str]:
+    """perf_analyzer's CSV record for one run with ``args``; _Unstable if it found no stable window."""
     exe, env = perf_analyzer_env()
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = Path(tmp) / "pa.csv"
-        cmd = [
-            exe,
-            "-m",
-            model,
-            "-u",
-            url,
-            "-i",
-            protocol,
-            "-b",
-            str(batch),
-            f"--concurrency-range={concurrency}",
-            f"--input-data={input_data}",
-            f"--measurement-interval={measurement_interval_ms}",
-            f"--max-trials={max_trials}",
-            f"--stability-percentage={stability_percentage}",
-            "-f",
-            str(csv_path),
-        ]
+        cmd = [exe, *args, "-f", str(csv_path)]
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as e:
@@ -184,17 +164,7 @@ def _perf_analyzer_once(
                 raise _Unstable(f"perf_analyzer found no stable measurement for {model}:\n{tail}")
             raise BodyShapeError(f"perf_analyzer failed (exit {proc.returncode}) for {model}:\n{tail}")
         with open(csv_path) as f:
-            rec = next(csv.DictReader(f))
-    # perf_analyzer counts inferences (requests x batch) per second; latencies in microseconds.
-    return Row(
-        model,
-        f"Triton {protocol}",
-        batch,
-        concurrency,
-        float(rec["Inferences/Second"]),
-        float(rec["p50 latency"]) / 1e3,
-        float(rec["p99 latency"]) / 1e3,
-    )
+            return next(csv.DictReader(f))
 
 
 # ------------------------------------------------------------------ in-process
@@ -215,6 +185,47 @@ def time_calls(fn, batch: int, seconds: float, warmup: int = 3) -> tuple[float, 
     return batch * len(lat) / total, float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n > 1 else ''}"
+
+
+def _engines(onnx_path: Path, net, threads):
+    """(name, thread count, fn(front, side, height) -> shape) for each in-process engine.
+
+    Yielded one at a time, the ORT session dropped before the next (idle ORT threads spin and
+    would slow the next engine down).
+    """
+    import torch
+
+    from export.onnx_export import ort_session
+
+    for n in threads:
+        sess = ort_session(onnx_path, intra_op_threads=n)
+        yield (
+            f"ORT {_plural(n, 'thread')}",
+            n,
+            lambda f, s, h, sess=sess: sess.run(None, {"FRONT": f, "SIDE": s, "HEIGHT": h})[0],
+        )
+        del sess
+
+    def run_torch(f, s, h):
+        with torch.inference_mode():
+            return net(torch.from_numpy(f), torch.from_numpy(s), torch.from_numpy(h)).numpy()
+
+    for n in threads:
+        yield f"PyTorch eager {_plural(n, 'thread')}", n, run_torch
+
+
+def _model_call(model: str, fn, inputs: tuple[np.ndarray, ...], body):
+    """A no-argument call of ``model`` on ``inputs``: the net alone, or the net + Anny's mesh."""
+    f, s, h = inputs
+    if model == "body_shape":
+        return lambda: fn(f, s, h)
+    from bodyshape.reconstruct import mesh_from_shape
+
+    return lambda: mesh_from_shape(fn(f, s, h), h.reshape(-1), model=body)
+
+
 def in_process_rows(
     onnx_path: Path,
     weights: Path,
@@ -229,61 +240,31 @@ def in_process_rows(
 ) -> list[Row]:
     """Sequential in-process calls: ONNX Runtime and PyTorch eager, each at ``threads`` threads.
 
-    One engine exists at a time (idle ORT threads spin and would slow the next engine down).
     The pipeline rows add ``mesh_from_shape`` (Anny, PyTorch at the same thread count).
     """
     import torch
 
     from bodyshape.checkpoint import load_model
-    from export.onnx_export import UInt8SilhouetteModel, ort_session
+    from export.onnx_export import UInt8SilhouetteModel
 
     net = UInt8SilhouetteModel(load_model(weights)).eval()
-    mesh_from_shape = body = None
+    body = None
     if "body_pipeline" in models:
         from bodyshape.body_model import get_body_model
-        from bodyshape.reconstruct import mesh_from_shape
 
         body = get_body_model()
+    inputs = {
+        b: (np.repeat(front[None], b, 0), np.repeat(side[None], b, 0), np.full((b, 1), height_m, np.float32))
+        for b in batches
+    }
     torch_threads = torch.get_num_threads()
-    inputs = {}
-    for b in batches:
-        f, s = np.repeat(front[None], b, 0), np.repeat(side[None], b, 0)
-        inputs[b] = (f, s, np.full((b, 1), height_m, np.float32))
-
-    def engines():
-        for n in threads:
-            sess = ort_session(onnx_path, intra_op_threads=n)
-            yield (
-                f"ORT {n} thread{'s' if n > 1 else ''}",
-                n,
-                lambda f, s, h, sess=sess: sess.run(None, {"FRONT": f, "SIDE": s, "HEIGHT": h})[0],
-            )
-            del sess
-        for n in threads:
-
-            def run_torch(f, s, h):
-                with torch.inference_mode():
-                    return net(torch.from_numpy(f), torch.from_numpy(s), torch.from_numpy(h)).numpy()
-
-            yield f"PyTorch eager {n} thread{'s' if n > 1 else ''}", n, run_torch
-
     rows = []
     try:
-        for name, n, fn in engines():
+        for name, n, fn in _engines(onnx_path, net, threads):
             torch.set_num_threads(n)  # also the thread count of Anny in the pipeline rows
             for model in models:
                 for b in batches:
-                    f, s, h = inputs[b]
-                    if model == "body_shape":
-
-                        def call(fn=fn, f=f, s=s, h=h):
-                            return fn(f, s, h)
-                    else:
-
-                        def call(fn=fn, f=f, s=s, h=h):
-                            return mesh_from_shape(fn(f, s, h), h.reshape(-1), model=body)
-
-                    ips, p50, p99 = time_calls(call, b, seconds)
+                    ips, p50, p99 = time_calls(_model_call(model, fn, inputs[b], body), b, seconds)
                     rows.append(Row(model, f"in-process {name}", b, 1, ips, p50, p99))
                     log(f"  {model} in-process {name} b{b}: {ips:.0f} inf/s, p50 {p50:.1f} ms")
     finally:
@@ -343,7 +324,13 @@ def bench(
         if server is not None:
             server.stop()
 
-    best = {}
+    set_ratios(rows)
+    return rows, {"url": url, "bundled": server is not None, "protocol": protocol}
+
+
+def set_ratios(rows: list[Row]) -> None:
+    """Each Triton row's ratio to the best in-process row of the same model and batch."""
+    best: dict[tuple[str, int], float] = {}
     for r in rows:
         if r.where.startswith("in-process"):
             key = (r.model, r.batch)
@@ -351,7 +338,6 @@ def bench(
     for r in rows:
         if not r.where.startswith("in-process") and (r.model, r.batch) in best:
             r.ratio = r.infer_per_s / best[(r.model, r.batch)]
-    return rows, {"url": url, "bundled": server is not None, "protocol": protocol}
 
 
 def check_targets(rows: list[Row]) -> list[tuple[str, bool, str]]:
@@ -415,9 +401,11 @@ def machine_description() -> str:
 
 
 def to_markdown(rows: list[Row], targets, meta: dict, machine: str, command: str) -> str:
+    from bodyshape.silhouette import CANVAS_HW
     from export.triton_repository import ServingConfig
 
     sc = ServingConfig()
+    h, w = CANVAS_HW
     lines = [
         "# Benchmarks: Triton (perf_analyzer) vs in-process",
         "",
@@ -425,7 +413,7 @@ def to_markdown(rows: list[Row], targets, meta: dict, machine: str, command: str
         "",
         f"- Machine: {machine}.",
         f"- Server: {'bundled tritonserver 2.51 (nvidia-pytriton wheel) on loopback' if meta['bundled'] else meta['url']}, "
-        f"perf_analyzer 2.51 over {meta['protocol']}, same inputs (one uint8 128x96 silhouette pair + "
+        f"perf_analyzer 2.51 over {meta['protocol']}, same inputs (one uint8 {h}x{w} silhouette pair + "
         "height, repeated to the batch size).",
         f"- body_shape serving config: Python backend + ONNX Runtime, {sc.shape_instances} instance(s), "
         f"{sc.ort_threads} ORT intra-op thread(s), dynamic batching max_queue_delay {sc.shape_queue_delay_us} us, "

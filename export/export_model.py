@@ -35,7 +35,7 @@ def export_all(
 ) -> dict:
     """Run the whole export; returns the ``export_info`` written next to the ONNX model."""
     from bodyshape.checkpoint import load_model, read_metadata
-    from export import onnx_export, tensorrt_build
+    from export import onnx_export
     from export.triton_repository import write_repository
 
     cfg, meta = read_metadata(weights)
@@ -43,40 +43,14 @@ def export_all(
     log(
         f"weights: {weights} (trained: {meta.get('trained', 'unknown')}), config: {json.dumps(cfg.to_dict())}"
     )
-
+    hw = tuple(cfg.canvas_hw)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = onnx_export.export_onnx(net, Path(tmp) / "model.onnx")
         parity = onnx_export.check_parity(net, onnx_path)
         log(f"ONNX: {onnx_path.stat().st_size / 1e6:.1f} MB, opset {onnx_export.OPSET}, {parity}")
         if not parity.ok:
             raise BodyShapeError(f"ONNX export does not match PyTorch: {parity}")
-
-        plan_path = None
-        trt_info: dict = {"built": False}
-        final_onnx = out / "body_shape/1/model.onnx"
-        final_plan = out / "body_shape/1/model.plan"
-        if tensorrt == "off":
-            trt_info["skipped"] = "disabled with --tensorrt off"
-        else:
-            result = tensorrt_build.build_engine(onnx_path, Path(tmp) / "model.plan", precision=trt_precision)
-            if result.built:
-                diff = tensorrt_build.check_parity(result.plan, net)
-                bound = tensorrt_build.PARITY_ATOL[trt_precision]
-                log(
-                    f"TensorRT {trt_precision}: engine built, max |TensorRT - PyTorch| = {diff:.3g} (bound {bound:g})"
-                )
-                if diff > bound:
-                    raise BodyShapeError(f"TensorRT engine does not match PyTorch: {diff:.3g} > {bound:g}")
-                plan_path = result.plan
-                trt_info = {"built": True, "precision": trt_precision, "max_abs_diff": diff}
-            else:
-                if tensorrt == "require":
-                    raise BodyShapeError(f"TensorRT engine not built: {result.skipped_reason}")
-                trt_info["skipped"] = result.skipped_reason
-                log(f"TensorRT: SKIPPED, no engine was built: {result.skipped_reason}")
-                log("  to build it on a GPU host (NGC TensorRT container), run:")
-                log("  " + tensorrt_build.trtexec_command(final_onnx, final_plan, precision=trt_precision))
-
+        plan_path, trt_info = _tensorrt_step(net, onnx_path, Path(tmp), out, tensorrt, trt_precision, hw, log)
         info = {
             "weights_file": weights.name,
             "weights_sha256": onnx_export.sha256(weights),
@@ -86,13 +60,43 @@ def export_all(
             "onnx_parity_max_abs_diff": float(f"{parity.max_abs_diff:.3g}"),
             "tensorrt": trt_info if trt_info.get("built") else {"built": False},
         }
-        write_repository(out, onnx_path, info, hw=tuple(cfg.canvas_hw), plan_path=plan_path)
+        write_repository(out, onnx_path, info, hw=hw, plan_path=plan_path)
 
     produced = ["body_shape/1/model.onnx (+ Python-backend model.py)", "body_mesh", "body_pipeline"]
     if plan_path is not None:
         produced.append(f"body_shape/1/model.plan (TensorRT {trt_precision})")
     log(f"Triton repository written to {out}: {', '.join(produced)}")
     return info
+
+
+def _tensorrt_step(
+    net, onnx_path: Path, tmp: Path, out: Path, tensorrt: str, precision: str, hw: tuple[int, int], log
+) -> tuple[Path | None, dict]:
+    """(the TensorRT plan built in ``tmp`` or None, what happened for ``export_info``).
+
+    Where no engine can be built here, says so and prints the ``trtexec`` line for the
+    repository's final paths (``out``), unless ``tensorrt == "require"``: then it fails.
+    """
+    from export import tensorrt_build
+
+    if tensorrt == "off":
+        return None, {"built": False, "skipped": "disabled with --tensorrt off"}
+    spec = tensorrt_build.EngineSpec(hw=hw)
+    result = tensorrt_build.build_engine(onnx_path, tmp / "model.plan", precision=precision, spec=spec)
+    if not result.built:
+        if tensorrt == "require":
+            raise BodyShapeError(f"TensorRT engine not built: {result.skipped_reason}")
+        log(f"TensorRT: SKIPPED, no engine was built: {result.skipped_reason}")
+        log("  to build it on a GPU host (NGC TensorRT container), run:")
+        final_onnx, final_plan = out / "body_shape/1/model.onnx", out / "body_shape/1/model.plan"
+        log("  " + tensorrt_build.trtexec_command(final_onnx, final_plan, precision=precision, spec=spec))
+        return None, {"built": False, "skipped": result.skipped_reason}
+    diff = tensorrt_build.check_parity(result.plan, net)
+    bound = tensorrt_build.PARITY_ATOL[precision]
+    log(f"TensorRT {precision}: engine built, max |TensorRT - PyTorch| = {diff:.3g} (bound {bound:g})")
+    if diff > bound:
+        raise BodyShapeError(f"TensorRT engine does not match PyTorch: {diff:.3g} > {bound:g}")
+    return result.plan, {"built": True, "precision": precision, "max_abs_diff": diff}
 
 
 def run(args: argparse.Namespace) -> int:

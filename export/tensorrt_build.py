@@ -6,8 +6,8 @@ tensorrt`` fails or no GPU is visible, :func:`build_engine` builds nothing and s
 :func:`trtexec_command` gives the equivalent command for the NGC TensorRT container.
 Nothing here ever reports an engine it did not build.
 
-The engine has one optimisation profile: batch ``min_batch..max_batch`` (1..64), tuned for
-``opt_batch``. Inputs/outputs are those of :mod:`export.onnx_export` (uint8 silhouettes).
+The engine has one optimisation profile (:class:`EngineSpec`): batch 1..64 (the served
+``max_batch_size``), tuned for 8. Inputs/outputs are those of :mod:`export.onnx_export` (uint8 silhouettes).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from bodyshape.errors import BodyShapeError
+from bodyshape.silhouette import CANVAS_HW
+from export.triton_repository import ServingConfig
 
 #: Parity bounds against PyTorch on the shape parameters.
 PARITY_ATOL = {"fp32": 1e-3, "fp16": 2e-2}
@@ -59,25 +61,43 @@ def tensorrt_unavailable_reason() -> str | None:
     return None
 
 
-def _shapes(min_batch: int, opt_batch: int, max_batch: int, hw: tuple[int, int]) -> dict[str, tuple]:
-    h, w = hw
-    return {
-        name: tuple((b, h, w) if name != "HEIGHT" else (b, 1) for b in (min_batch, opt_batch, max_batch))
-        for name in ("FRONT", "SIDE", "HEIGHT")
-    }
+@dataclass(frozen=True)
+class EngineSpec:
+    """The engine's one optimisation profile (batch ``min_batch..max_batch``, tuned for
+    ``opt_batch``; the maximum is the served ``max_batch_size``, the canvas the network's
+    input) and the builder's workspace."""
+
+    min_batch: int = 1
+    opt_batch: int = 8
+    max_batch: int = ServingConfig.max_batch_size
+    hw: tuple[int, int] = CANVAS_HW
+    workspace_mib: int = 1024
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
+            raise BodyShapeError(
+                "need 1 <= min_batch <= opt_batch <= max_batch, "
+                f"got {self.min_batch, self.opt_batch, self.max_batch}"
+            )
+
+    def shapes(self) -> dict[str, tuple]:
+        """{input: (min shape, opt shape, max shape)}."""
+        h, w = self.hw
+        batches = (self.min_batch, self.opt_batch, self.max_batch)
+        return {
+            name: tuple((b, h, w) if name != "HEIGHT" else (b, 1) for b in batches)
+            for name in ("FRONT", "SIDE", "HEIGHT")
+        }
 
 
 def trtexec_command(
     onnx_path: str | Path,
     plan_path: str | Path,
     precision: str = "fp16",
-    min_batch: int = 1,
-    opt_batch: int = 8,
-    max_batch: int = 64,
-    hw: tuple[int, int] = (128, 96),
+    spec: EngineSpec = EngineSpec(),
 ) -> str:
     """The ``trtexec`` line (NGC ``nvcr.io/nvidia/tensorrt`` container) that builds the same engine."""
-    shapes = _shapes(min_batch, opt_batch, max_batch, hw)
+    shapes = spec.shapes()
 
     def arg(i: int) -> str:
         return ",".join(f"{n}:{'x'.join(map(str, s[i]))}" for n, s in shapes.items())
@@ -89,7 +109,7 @@ def trtexec_command(
         f"--minShapes={arg(0)}",
         f"--optShapes={arg(1)}",
         f"--maxShapes={arg(2)}",
-        "--memPoolSize=workspace:1024",
+        f"--memPoolSize=workspace:{spec.workspace_mib}",
     ]
     if precision == "fp16":
         parts.append("--fp16")
@@ -100,19 +120,11 @@ def build_engine(
     onnx_path: str | Path,
     plan_path: str | Path,
     precision: str = "fp16",
-    min_batch: int = 1,
-    opt_batch: int = 8,
-    max_batch: int = 64,
-    hw: tuple[int, int] = (128, 96),
-    workspace_mib: int = 1024,
+    spec: EngineSpec = EngineSpec(),
 ) -> TensorRTResult:
     """Build and serialise a TensorRT engine; skip (``plan=None``) with a reason where impossible."""
     if precision not in PARITY_ATOL:
         raise BodyShapeError(f"precision must be one of {sorted(PARITY_ATOL)}, got {precision!r}")
-    if not 1 <= min_batch <= opt_batch <= max_batch:
-        raise BodyShapeError(
-            f"need 1 <= min_batch <= opt_batch <= max_batch, got {min_batch, opt_batch, max_batch}"
-        )
     reason = tensorrt_unavailable_reason()
     if reason:
         return TensorRTResult(plan=None, skipped_reason=reason, precision=precision)
@@ -129,13 +141,13 @@ def build_engine(
         raise BodyShapeError(f"TensorRT could not parse {onnx_path}: {errors}")
 
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_mib << 20)
     if precision == "fp16":
         if not builder.platform_has_fast_fp16:
             raise BodyShapeError("this GPU has no fast FP16; build with --trt-precision fp32")
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in _shapes(min_batch, opt_batch, max_batch, hw).items():
+    for name, (lo, opt, hi) in spec.shapes().items():
         profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
 

@@ -8,12 +8,14 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from bodyshape.body_model import N_VERTICES
 from bodyshape.checkpoint import load_model
+from bodyshape.errors import BodyShapeError
 from bodyshape.paths import MODEL_REPOSITORY, WEIGHTS_DIR
-from bodyshape.silhouette import to_network_input
+from bodyshape.silhouette import CANVAS_HW, to_network_input
 from export import onnx_export, tensorrt_build
 from export.export_model import export_all
-from export.triton_repository import validate_repository
+from export.triton_repository import ServingConfig, validate_repository
 
 WEIGHTS = WEIGHTS_DIR / "fused.safetensors"
 
@@ -97,6 +99,14 @@ def test_tensorrt_never_pretends(onnx_path, tmp_path):
         assert part in cmd
 
 
+def test_engine_spec_is_the_served_batch_range_and_canvas():
+    spec = tensorrt_build.EngineSpec()
+    assert spec.max_batch == ServingConfig().max_batch_size and spec.hw == CANVAS_HW
+    assert spec.shapes()["HEIGHT"] == ((1, 1), (8, 1), (64, 1))
+    with pytest.raises(BodyShapeError, match="min_batch <= opt_batch"):
+        tensorrt_build.EngineSpec(min_batch=9, opt_batch=8)
+
+
 def _parse_config(path):
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
@@ -113,30 +123,63 @@ def test_export_writes_a_valid_repository(tmp_path, capsys):
     shape = _parse_config(out / "body_shape/config.pbtxt")
     assert shape.backend == "python" and shape.max_batch_size == 64
     assert [(i.name, i.data_type, list(i.dims)) for i in shape.input] == [
-        ("FRONT", model_config_pb2.TYPE_UINT8, [128, 96]),
-        ("SIDE", model_config_pb2.TYPE_UINT8, [128, 96]),
+        ("FRONT", model_config_pb2.TYPE_UINT8, list(CANVAS_HW)),
+        ("SIDE", model_config_pb2.TYPE_UINT8, list(CANVAS_HW)),
         ("HEIGHT", model_config_pb2.TYPE_FP32, [1]),
     ]
     assert shape.HasField("dynamic_batching")
     gpu = _parse_config(out / "body_shape/configs/tensorrt_plan.pbtxt")
     assert gpu.platform == "tensorrt_plan" and list(gpu.input) == list(shape.input)
     mesh = _parse_config(out / "body_mesh/config.pbtxt")
-    assert list(mesh.output[0].dims) == [13718, 3]
+    assert list(mesh.output[0].dims) == [N_VERTICES, 3]
     pipe = _parse_config(out / "body_pipeline/config.pbtxt")
     assert pipe.platform == "ensemble"
     assert [s.model_name for s in pipe.ensemble_scheduling.step] == ["body_shape", "body_mesh"]
     assert (out / "body_pipeline/1").is_dir()
 
 
+#: Batch-norm folding rounds differently on other CPUs (observed: the last bit of some
+#: folded convolution weights, 2.4e-7, between an Intel Xeon and an AMD EPYC with the same
+#: torch): the committed model.onnx is compared by graph and values, everything else by bytes.
+ONNX_WEIGHT_ATOL = 1e-6
+#: export_info.json fields that follow those last bits.
+ROUNDING_FIELDS = ("model_onnx_sha256", "onnx_parity_max_abs_diff")
+
+
+def _same_onnx_graph(committed, fresh):
+    import onnx
+    from onnx import numpy_helper
+
+    a, b = onnx.load(str(committed)), onnx.load(str(fresh))
+    assert [(n.op_type, list(n.input), list(n.output)) for n in a.graph.node] == [
+        (n.op_type, list(n.input), list(n.output)) for n in b.graph.node
+    ], "model.onnx: another graph: run `bodyshape export`"
+    wa = {i.name: numpy_helper.to_array(i) for i in a.graph.initializer}
+    wb = {i.name: numpy_helper.to_array(i) for i in b.graph.initializer}
+    assert wa.keys() == wb.keys()
+    for name, w in wa.items():
+        assert w.dtype == wb[name].dtype and w.shape == wb[name].shape, name
+        assert np.allclose(w, wb[name], rtol=0, atol=ONNX_WEIGHT_ATOL), f"model.onnx {name} differs"
+
+
 def test_committed_repository_is_up_to_date(tmp_path):
-    """model_repository/ is what `bodyshape export` writes from the shipped weights (byte for byte)."""
+    """model_repository/ is what `bodyshape export` writes from the shipped weights: byte for
+    byte, but for the last bits of model.onnx's folded weights (see ONNX_WEIGHT_ATOL)."""
     info = json.loads((MODEL_REPOSITORY / "body_shape/1/export_info.json").read_text())
     assert info["weights_sha256"] == onnx_export.sha256(WEIGHTS), (
         f"{MODEL_REPOSITORY} was exported from other weights than {WEIGHTS}: run `bodyshape export`"
     )
+    assert info["model_onnx_sha256"] == onnx_export.sha256(MODEL_REPOSITORY / "body_shape/1/model.onnx")
     out = export_all(WEIGHTS, tmp_path / "repo", tensorrt="off", log=lambda *_: None) and tmp_path / "repo"
     for f in sorted(p for p in out.rglob("*") if p.is_file()):
         rel = f.relative_to(out)
-        assert (MODEL_REPOSITORY / rel).read_bytes() == f.read_bytes(), (
-            f"{rel} differs: run `bodyshape export`"
-        )
+        committed = MODEL_REPOSITORY / rel
+        if rel.name == "model.onnx":
+            _same_onnx_graph(committed, f)
+        elif rel.name == "export_info.json":
+            fresh = json.loads(f.read_text())
+            assert {k: v for k, v in info.items() if k not in ROUNDING_FIELDS} == {
+                k: v for k, v in fresh.items() if k not in ROUNDING_FIELDS
+            }, f"{rel} differs: run `bodyshape export`"
+        else:
+            assert committed.read_bytes() == f.read_bytes(), f"{rel} differs: run `bodyshape export`"

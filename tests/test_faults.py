@@ -71,7 +71,8 @@ def cached_example(handlers, tmp_path_factory):
     ex = load_examples()[0]
     d = tmp_path_factory.mktemp("upload")
     paths = [str(shutil.copy(ex[v], d / f"{v}{Path(ex[v]).suffix}")) for v in ("front", "side")]
-    status, *_, cache = handlers["http"].run(*paths, ex["height_cm"], "cm", {})
+    result = handlers["http"].run(*paths, ex["height_cm"], "cm", {})
+    status, cache = result.status, result.cache
     assert status.startswith("**Done"), status
     for p in paths:
         os.unlink(p)  # like an upload deleted after its request: the session cache stays
@@ -112,17 +113,17 @@ def test_unloaded_model_is_named_by_status_and_page(server, handlers, cached_exa
         status = handler.backend.status()
         print("status:", status)
         assert "body_mesh" in status and "NOT ready" in status, status
-        page = handler.run(front, side, height, "cm", cache)[0]
+        page = handler.run(front, side, height, "cm", cache).status
         print("page:", page)
         _check_error_status(page, "body_mesh", "not ready")
-        grpc_page = handlers["grpc"].run(front, side, height, "cm", cache)[0]
+        grpc_page = handlers["grpc"].run(front, side, height, "cm", cache).status
         _check_error_status(grpc_page, "body_mesh", "not ready")
     finally:
         admin.load_model("body_mesh")
         admin.load_model("body_pipeline")
     assert handler.backend.status().endswith(": ready")
     for h in handlers.values():
-        status = h.run(front, side, height, "cm", cache)[0]
+        status = h.run(front, side, height, "cm", cache).status
         assert status.startswith("**Done"), status
 
 
@@ -144,13 +145,13 @@ def test_hung_server_fails_requests_within_the_client_timeout(server, cached_exa
         "grpc": DemoHandler(TritonBackend(server.grpc_url, protocol="grpc", timeout_s=timeout_s)),
     }
     for h in handlers.values():
-        assert h.run(front, side, height, "cm", cache)[0].startswith("**Done")
+        assert h.run(front, side, height, "cm", cache).status.startswith("**Done")
     os.kill(server.pid, signal.SIGSTOP)
     try:
         for proto, h in handlers.items():
             for attempt in ("open client", "new client"):
                 t0 = time.monotonic()
-                status = h.run(front, side, height, "cm", cache)[0]
+                status = h.run(front, side, height, "cm", cache).status
                 took = time.monotonic() - t0
                 print(f"{proto}, {attempt}: {took:.1f} s: {status[:100]}")
                 _check_error_status(status, "not reachable")
@@ -159,7 +160,7 @@ def test_hung_server_fails_requests_within_the_client_timeout(server, cached_exa
         os.kill(server.pid, signal.SIGCONT)
     for proto, h in handlers.items():
         deadline = time.monotonic() + 60
-        while not (status := h.run(front, side, height, "cm", cache)[0]).startswith("**Done"):
+        while not (status := h.run(front, side, height, "cm", cache).status).startswith("**Done"):
             assert time.monotonic() < deadline, (proto, status)
             time.sleep(0.5)
     assert server.is_running()
@@ -187,7 +188,7 @@ def test_page_survives_triton_being_killed_mid_stream(server, handlers, cached_e
         with lock:
             in_flight[name] = t0
         try:
-            status = handler.run(*args)[0]
+            status = handler.run(*args).status
         except BaseException as e:  # the page handler must never raise
             status = f"RAISED {type(e).__name__}: {e}"
         with lock:

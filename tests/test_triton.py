@@ -12,6 +12,7 @@ import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 
+from bodyshape.body_model import N_VERTICES
 from bodyshape.errors import BodyShapeError
 from bodyshape.paths import MODEL_REPOSITORY
 from bodyshape.reconstruct import LocalPredictor, mesh_from_shape
@@ -51,6 +52,20 @@ def test_unreachable_server_is_a_clear_error():
             TritonPredictor(f"127.0.0.1:{port}", protocol=proto)
 
 
+def test_server_environment_passes_the_anny_cache_on(monkeypatch, tmp_path):
+    """The Python stubs build Anny: they get this process's cache folder, set or defaulted."""
+    from bodyshape import paths
+    from bodyshape.triton_bundle import server_environment
+
+    monkeypatch.delenv("ANNY_CACHE_DIR", raising=False)
+    env = server_environment()
+    assert env["ANNY_CACHE_DIR"] == str(paths.anny_cache_dir())
+    assert "ANNY_CACHE_DIR" not in os.environ  # building the environment changes nothing here
+    monkeypatch.setenv("ANNY_CACHE_DIR", str(tmp_path))
+    assert server_environment()["ANNY_CACHE_DIR"] == str(tmp_path)
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(paths.REPO_DIR)
+
+
 @pytest.mark.triton
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_client_matches_in_process_pytorch(server, reference, protocol):
@@ -61,7 +76,7 @@ def test_client_matches_in_process_pytorch(server, reference, protocol):
         assert shape.shape == ref_shape.shape and shape.dtype == np.float32
         assert np.abs(shape - ref_shape).max() < SHAPE_ATOL
         shape2, verts = p.reconstruct(f, s, h)
-        assert verts.shape == ref_verts.shape == (3, 13718, 3)
+        assert verts.shape == ref_verts.shape == (3, N_VERTICES, 3)
         assert np.abs(shape2 - ref_shape).max() < SHAPE_ATOL
         assert np.abs(verts - ref_verts).max() < VERTEX_ATOL
         # a single pair, (H, W) silhouettes
@@ -120,8 +135,8 @@ def test_bad_input_over_grpc_and_through_the_predictor(server, reference):
     f, s, h, ref_shape, _ = reference
     client = tgrpc.InferenceServerClient(server.grpc_url)
     inputs = [
-        tgrpc.InferInput("FRONT", [1, 128, 96], "UINT8"),
-        tgrpc.InferInput("SIDE", [1, 128, 96], "UINT8"),
+        tgrpc.InferInput("FRONT", list(f[:1].shape), "UINT8"),
+        tgrpc.InferInput("SIDE", list(s[:1].shape), "UINT8"),
     ]
     inputs[0].set_data_from_numpy(f[:1])
     inputs[1].set_data_from_numpy(s[:1])

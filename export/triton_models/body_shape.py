@@ -10,27 +10,25 @@ Output:  SHAPE fp32 [-1, N_SHAPE]
 Triton's core already refuses a wrong dtype, a wrong shape and a batch over max_batch_size.
 This model refuses what only it can see (NaN, height out of range, empty silhouette,
 mismatched batch sizes) with a per-request TritonError; other requests in the same dynamic
-batch are still answered. Only this file's dependencies: numpy and onnxruntime.
+batch are still answered (``bodyshape.triton_backend``). The height range comes from the
+config's MIN_HEIGHT_M / MAX_HEIGHT_M, which the export writes from
+``bodyshape.reconstruct.MIN_HEIGHT_CM`` / ``MAX_HEIGHT_CM``. Dependencies: numpy,
+onnxruntime and the ``bodyshape`` package (no torch).
 """
 
-import json
 import os
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from bodyshape.triton_backend import execute_batched, input_arrays, model_config, required_parameter
+
 INPUTS = ("FRONT", "SIDE", "HEIGHT")
-
-
-def _bad_request(message):
-    """TritonError with code INVALID_ARG (HTTP 400) where this Python backend knows codes."""
-    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
-    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        cfg = json.loads(args["model_config"])
+        cfg, params = model_config(args)
         self.max_batch = int(cfg["max_batch_size"])
         inputs = {i["name"]: i for i in cfg["input"]}
         if set(inputs) != set(INPUTS) or [o["name"] for o in cfg["output"]] != ["SHAPE"]:
@@ -40,39 +38,39 @@ class TritonPythonModel:
         self.hw = tuple(int(d) for d in inputs["FRONT"]["dims"])
         if tuple(int(d) for d in inputs["SIDE"]["dims"]) != self.hw:
             raise pb_utils.TritonModelException("FRONT and SIDE must have the same dims")
-        params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
-        self.min_h = float(params.get("MIN_HEIGHT_M", "1.0"))
-        self.max_h = float(params.get("MAX_HEIGHT_M", "2.3"))
-        threads = int(params.get("ORT_INTRA_OP_THREADS", "1"))
+        self.min_h = float(required_parameter(params, "MIN_HEIGHT_M"))
+        self.max_h = float(required_parameter(params, "MAX_HEIGHT_M"))
+        self.session = self._session(params)
+        # Warm-up so that the first client request does not pay for memory planning.
+        zeros = np.zeros((1,) + self.hw, np.uint8)
+        self._run(zeros, zeros, np.full((1, 1), (self.min_h + self.max_h) / 2, np.float32))
 
+    def _session(self, params):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = int(params.get("ORT_INTRA_OP_THREADS", "1"))
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         # Spinning intra-op threads burn a core while waiting: bad when the server shares the CPU.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", params.get("ORT_ALLOW_SPINNING", "1"))
+        opts.add_session_config_entry(
+            "session.intra_op.allow_spinning", params.get("ORT_ALLOW_SPINNING", "1")
+        )
         path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model.onnx")
-        self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
-        got = {i.name: i.type for i in self.session.get_inputs()}
+        session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        got = {i.name: i.type for i in session.get_inputs()}
         want = {"FRONT": "tensor(uint8)", "SIDE": "tensor(uint8)", "HEIGHT": "tensor(float)"}
         if got != want:
             raise pb_utils.TritonModelException(f"{path} has inputs {got}, expected {want}")
-        # Warm-up so that the first client request does not pay for memory planning.
-        zeros = np.zeros((1,) + self.hw, np.uint8)
-        self.session.run(None, {"FRONT": zeros, "SIDE": zeros, "HEIGHT": np.full((1, 1), 1.7, np.float32)})
+        return session
+
+    def _run(self, front, side, height):
+        return self.session.run(None, {"FRONT": front, "SIDE": side, "HEIGHT": height})[0]
 
     def _read(self, request):
         """The request's arrays, or ValueError with a message for the client."""
-        arrays = {}
-        for name in INPUTS:
-            t = pb_utils.get_input_tensor_by_name(request, name)
-            if t is None:
-                raise ValueError(f"input {name} is missing")
-            arrays[name] = t.as_numpy()
-        f, s, h = arrays["FRONT"], arrays["SIDE"], arrays["HEIGHT"]
+        f, s, h = input_arrays(request, INPUTS)
         for name, a in (("FRONT", f), ("SIDE", s)):
             if a.dtype != np.uint8 or a.ndim != 3 or a.shape[1:] != self.hw:
                 raise ValueError(
@@ -101,31 +99,8 @@ class TritonPythonModel:
         return f, s, h
 
     def execute(self, requests):
-        responses = [None] * len(requests)
-        good, parts = [], []
-        for i, request in enumerate(requests):
-            try:
-                parts.append(self._read(request))
-                good.append(i)
-            except ValueError as e:
-                responses[i] = pb_utils.InferenceResponse(error=_bad_request(str(e)))
-        if good:
-            # One ONNX Runtime call for the whole dynamic batch.
-            feeds = {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(INPUTS)}
-            try:
-                (shape,) = self.session.run(None, feeds)
-            except Exception as e:  # report to every client of this batch; the server keeps serving
-                err = pb_utils.TritonError(f"body_shape inference failed: {e}")
-                for i in good:
-                    responses[i] = pb_utils.InferenceResponse(error=err)
-                return responses
-            start = 0
-            for i, p in zip(good, parts, strict=True):
-                n = p[0].shape[0]
-                out = pb_utils.Tensor("SHAPE", np.ascontiguousarray(shape[start : start + n], np.float32))
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[out])
-                start += n
-        return responses
+        # One ONNX Runtime call for the whole dynamic batch.
+        return execute_batched(requests, self._read, self._run, "SHAPE", "body_shape inference")
 
     def finalize(self):
         self.session = None
