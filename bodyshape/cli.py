@@ -16,6 +16,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "grid": ("training.grid", "write a PNG grid of random dataset samples"),
     "train": ("training.train", "staged training: front, side, fused (+ from-scratch control)"),
     "train-gpu": ("training.one_gpu", "one-GPU recipe: generate on all cores while the GPU trains, in a time budget"),
+    "population": ("bodyshape.population", "synthetic population vs the ANSUR II survey: table in docs/measurements.md"),
     "evaluate": ("training.evaluate", "evaluation table of the trained models on a held-out set"),
     "ship": ("training.ship", "copy a training run's weights into bodyshape/weights and re-export the Triton repository"),
     "export": ("export.export_model", "PyTorch -> ONNX (-> TensorRT) -> Triton model repository"),
