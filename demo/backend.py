@@ -45,10 +45,12 @@ class TritonBackend:
     a thread other than the one that created it (Gradio calls handlers from a thread pool).
     A client is created on first use and re-created after a connection failure, so the page
     keeps working when the server comes back (or is restarted by its supervisor).
+    ``server``: the bundled server behind ``url`` when :func:`open_backend` started it (its
+    process id and ports, for the load test and tests), else None.
     """
 
-    def __init__(self, url: str, protocol: str = "http", timeout_s: float = 30.0) -> None:
-        self.url, self.protocol, self.timeout_s = url, protocol, timeout_s
+    def __init__(self, url: str, protocol: str = "http", timeout_s: float = 30.0, server=None) -> None:
+        self.url, self.protocol, self.timeout_s, self.server = url, protocol, timeout_s, server
         self.name = f"Triton {protocol} {url}"
         self._local = threading.local()
 
@@ -159,6 +161,6 @@ def open_backend(
     try:
         url = server.http_url if protocol == "http" else server.grpc_url
         say(f"Triton ready at {url}")
-        yield TritonBackend(url, protocol)
+        yield TritonBackend(url, protocol, server=server)
     finally:
         server.stop()

@@ -14,8 +14,9 @@ Each user uploads its *own* copies of the example photos (a few user-specific by
 after the JPEG data): the examples themselves are never deleted by the page, any other upload
 is deleted after its request, so this exercises the real upload -> delete path.
 
-A request fails when the client raises (connection, queue full, timeout) or when the page's
-status does not start with "**Done". Exit status 1 if any request failed or none was served.
+A request fails when the client raises (connection, queue full, timeout, or the page refusing
+the request: ``AppError`` with the page's message) or when the page's status does not start
+with "**Done". Exit status 1 if any request failed or none was served.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from bodyshape.errors import BodyShapeError
+from demo.security import parse_auth
 
 #: The page's own timing line: "**Done in 1.23 s** on the server: ...".
 DONE_RE = re.compile(r"^\*\*Done in ([0-9.]+) s")
@@ -159,39 +161,8 @@ class RssSampler:
 class Stack:
     url: str  # the page, http://127.0.0.1:PORT
     port: int
-    triton: Any  # BundledTriton
+    triton: Any  # BundledTriton (pid, http_url, ports)
     demo: Any  # the launched gradio Blocks (demo.handler: the DemoHandler)
-
-
-@contextlib.contextmanager
-def serve_page(
-    triton_url: str,
-    concurrency: int | None = None,
-    queue_size: int | None = None,
-    auth: tuple[str, str] | None = None,
-    max_upload_mb: float | None = None,
-) -> Iterator[tuple[str, int, Any]]:
-    """The page, backed by the Triton server at ``triton_url``, on 127.0.0.1 and a free port.
-
-    Yields (URL, port, Blocks); closes the page afterwards (its generated files included).
-    """
-    from bodyshape.photo import MAX_BYTES
-    from bodyshape.triton_server import free_port
-    from demo.app import DEFAULT_CONCURRENCY, DEFAULT_QUEUE_SIZE, build_demo, launch
-    from demo.backend import TritonBackend
-
-    demo = build_demo(
-        TritonBackend(triton_url),
-        concurrency_limit=concurrency or DEFAULT_CONCURRENCY,
-        queue_size=queue_size or DEFAULT_QUEUE_SIZE,
-    )
-    port = free_port()
-    mb = max_upload_mb if max_upload_mb is not None else MAX_BYTES / 2**20
-    launch(demo, "127.0.0.1", port, auth, mb, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}", port, demo
-    finally:
-        demo.close(verbose=False)
 
 
 @contextlib.contextmanager
@@ -201,18 +172,19 @@ def local_stack(
     auth: tuple[str, str] | None = None,
     max_upload_mb: float | None = None,
 ) -> Iterator[Stack]:
-    """The whole real stack on loopback: bundled Triton (supervised) + the page on a free port.
+    """The whole real stack on loopback: bundled Triton (supervised) + the page on a free port,
+    started the way ``bodyshape demo`` starts them (:func:`demo.backend.open_backend`).
 
     Stops both afterwards (Triton's whole process group: no orphan ``tritonserver``).
     """
-    from bodyshape.triton_server import BundledTriton
+    from demo.backend import open_backend
+    from demo.page import serve_page
 
-    server = BundledTriton(supervise=True).start()
-    try:
-        with serve_page(server.http_url, concurrency, queue_size, auth, max_upload_mb) as (url, port, demo):
-            yield Stack(url, port, server, demo)
-    finally:
-        server.stop()
+    with (
+        open_backend(None, supervise=True, say=lambda m: None) as backend,
+        serve_page(backend, concurrency, queue_size, auth, max_upload_mb) as page,
+    ):
+        yield Stack(page.url, page.port, backend.server, page.demo)
 
 
 # ----------------------------------------------------------------------------- simulated users
@@ -236,74 +208,119 @@ def user_photos(out_dir: Path, user: int, run_id: str | None = None) -> list[dic
     return pairs
 
 
-def _user_loop(
-    user: int,
-    url: str,
-    auth: tuple[str, str] | None,
-    pairs: list[dict],
-    start: threading.Event,
-    deadline: list[float],
-    hard_deadline: list[float],
-    max_requests: int,
-    stats: UserStats,
-    in_flight: list[int],
-    lock: threading.Lock,
-    ready: threading.Barrier,
-) -> None:
-    from gradio_client import Client, handle_file
+@dataclass
+class _Run:
+    """What the user threads share: the page, the clock and a count of requests in flight."""
+
+    url: str
+    auth: tuple[str, str] | None
+    max_requests: int
+    users: int
+    start: threading.Event = field(default_factory=threading.Event)
+    deadline: float = 0.0  # monotonic: no new request after this
+    hard_deadline: float = 0.0  # monotonic: a request still unanswered then fails
+    in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ready: threading.Barrier = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ready = threading.Barrier(self.users + 1)  # every user, and the one that starts them
+
+    def count_in_flight(self, delta: int) -> None:
+        with self.lock:
+            self.in_flight += delta
+
+
+def _one_request(client, pair: dict, height: float, run: _Run, stats: UserStats) -> None:
+    """One press of the button; a served request adds its latency, a refused one its reason.
+
+    The page refuses a request with ``gr.Error`` (gradio_client raises ``AppError`` with the
+    page's message); any exception or a status that is not "**Done" counts as failed.
+    """
+    from gradio_client import handle_file
+
+    run.count_in_flight(+1)
+    t0 = time.monotonic()
+    try:
+        job = client.submit(handle_file(pair["front"]), handle_file(pair["side"]), height, "cm",
+                            api_name="/reconstruct")  # fmt: skip
+        remaining = run.hard_deadline - time.monotonic()
+        try:
+            out = job.result(timeout=max(remaining, 0.1))
+        except TimeoutError:
+            job.cancel()
+            raise TimeoutError(f"no answer before the hard timeout ({remaining:.0f} s left)") from None
+        status = str(out[0] if isinstance(out, list | tuple) else out)
+        m = DONE_RE.match(status)
+        if not m:
+            raise ValueError(f"status: {status[:200]}")
+        stats.served += 1
+        stats.latencies_s.append(time.monotonic() - t0)
+        stats.server_s.append(float(m.group(1)))
+    except Exception as e:
+        stats.failed += 1
+        stats.errors.append(f"{type(e).__name__}: {e}"[:300])
+    finally:
+        run.count_in_flight(-1)
+
+
+def _user_loop(user: int, run: _Run, pairs: list[dict], stats: UserStats) -> None:
+    """One simulated user: its own client (session), requests until the deadline."""
+    from gradio_client import Client
 
     rng = np.random.default_rng(1000 + user)
     client = None
     try:
         try:
-            client = Client(url, auth=auth, verbose=False, download_files=False)
+            client = Client(run.url, auth=run.auth, verbose=False, download_files=False)
         except Exception as e:  # the page is not reachable or refuses the login
             stats.failed += 1
             stats.errors.append(f"connect: {type(e).__name__}: {e}"[:300])
         with contextlib.suppress(threading.BrokenBarrierError):
-            ready.wait()
-        start.wait()
+            run.ready.wait()
+        run.start.wait()
         i = 0
-        while client is not None and time.monotonic() < deadline[0] and i < max_requests:
+        while client is not None and time.monotonic() < run.deadline and i < run.max_requests:
             pair = pairs[(user + i) % len(pairs)]
-            height = round(pair["height_cm"] + rng.uniform(-3.0, 3.0), 1)
             i += 1
-            with lock:
-                in_flight[0] += 1
-            t0 = time.monotonic()
-            try:
-                job = client.submit(
-                    handle_file(pair["front"]), handle_file(pair["side"]), height, "cm",
-                    api_name="/reconstruct",
-                )  # fmt: skip
-                remaining = hard_deadline[0] - time.monotonic()
-                try:
-                    out = job.result(timeout=max(remaining, 0.1))
-                except TimeoutError:
-                    job.cancel()
-                    raise TimeoutError(
-                        f"no answer before the hard timeout ({remaining:.0f} s left)"
-                    ) from None
-                latency = time.monotonic() - t0
-                status = str(out[0] if isinstance(out, list | tuple) else out)
-                m = DONE_RE.match(status)
-                if m:
-                    stats.served += 1
-                    stats.latencies_s.append(latency)
-                    stats.server_s.append(float(m.group(1)))
-                else:
-                    stats.failed += 1
-                    stats.errors.append(f"status: {status[:200]}")
-            except Exception as e:
-                stats.failed += 1
-                stats.errors.append(f"{type(e).__name__}: {e}"[:300])
-            finally:
-                with lock:
-                    in_flight[0] -= 1
+            _one_request(client, pair, round(pair["height_cm"] + rng.uniform(-3.0, 3.0), 1), run, stats)
     finally:
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
+
+
+def _start_users(run: _Run, stats: list[UserStats], photo_dir: Path) -> list[threading.Thread]:
+    run_id = uuid.uuid4().hex
+    threads = []
+    for u, s in enumerate(stats):
+        t = threading.Thread(target=_user_loop, args=(u, run, user_photos(photo_dir, u, run_id), s),
+                             name=f"loadtest-user-{u}", daemon=True)  # fmt: skip
+        t.start()
+        threads.append(t)
+    with contextlib.suppress(threading.BrokenBarrierError):
+        run.ready.wait(timeout=120)  # every client connected (or failed to)
+    return threads
+
+
+def _watch(run: _Run, threads: list[threading.Thread], stats: list[UserStats], t0: float,
+           progress: bool, rss: RssSampler | None) -> None:  # fmt: skip
+    """Wait for the users (or the hard timeout), sampling memory and printing progress."""
+    next_print = t0 + PROGRESS_EVERY_S
+    while any(t.is_alive() for t in threads) and time.monotonic() < run.hard_deadline + 5:
+        time.sleep(0.5)
+        if rss is not None:
+            rss.sample()
+        if progress and time.monotonic() >= next_print:
+            next_print += PROGRESS_EVERY_S
+            served, failed = sum(s.served for s in stats), sum(s.failed for s in stats)
+            mem = f", peak RSS {rss.result()} MB" if rss is not None else ""
+            print(f"  {time.monotonic() - t0:6.0f} s: served {served}, failed {failed}, "
+                  f"in flight {run.in_flight}{mem}; loadavg {_loadavg()}", flush=True)  # fmt: skip
+    for t, s in zip(threads, stats, strict=True):
+        if t.is_alive():  # stuck past the hard timeout: count what it still holds as failed
+            s.failed += 1
+            s.errors.append("still waiting at the hard timeout")
 
 
 def run_load(
@@ -323,56 +340,32 @@ def run_load(
     # Requests still running at the deadline are waited for; the queue drains in roughly
     # users x (time per request) / (workers), so give it several minutes beyond --duration.
     hard_timeout_s = hard_timeout_s or duration_s + max(300.0, 20.0 * users)
-    tmp = Path(tempfile.mkdtemp(prefix="bodyshape-loadtest-"))
-    run_id = uuid.uuid4().hex
+    run = _Run(url, auth, max_requests, users)
     stats = [UserStats(u) for u in range(users)]
-    start, lock, in_flight = threading.Event(), threading.Lock(), [0]
-    ready = threading.Barrier(users + 1)
-    deadline, hard_deadline = [0.0], [0.0]
-    threads = []
+    tmp = Path(tempfile.mkdtemp(prefix="bodyshape-loadtest-"))
     try:
-        for u in range(users):
-            t = threading.Thread(
-                target=_user_loop,
-                args=(u, url, auth, user_photos(tmp, u, run_id), start, deadline, hard_deadline, max_requests,
-                      stats[u], in_flight, lock, ready),
-                name=f"loadtest-user-{u}", daemon=True,
-            )  # fmt: skip
-            t.start()
-            threads.append(t)
-        with contextlib.suppress(threading.BrokenBarrierError):
-            ready.wait(timeout=120)  # every client connected (or failed to)
+        threads = _start_users(run, stats, tmp)
         load_before = _loadavg()
         t0 = time.monotonic()
-        deadline[0], hard_deadline[0] = t0 + duration_s, t0 + hard_timeout_s
-        start.set()
+        run.deadline, run.hard_deadline = t0 + duration_s, t0 + hard_timeout_s
+        run.start.set()
         if progress:
             print(f"loadtest: {users} users against {url} for {duration_s:.0f} s "
                   f"(hard timeout {hard_timeout_s:.0f} s); loadavg {load_before}", flush=True)  # fmt: skip
-        next_print = t0 + PROGRESS_EVERY_S
-        while any(t.is_alive() for t in threads) and time.monotonic() < hard_deadline[0] + 5:
-            time.sleep(0.5)
-            if rss is not None:
-                rss.sample()
-            if progress and time.monotonic() >= next_print:
-                next_print += PROGRESS_EVERY_S
-                served, failed = sum(s.served for s in stats), sum(s.failed for s in stats)
-                mem = f", peak RSS {rss.result()} MB" if rss is not None else ""
-                print(f"  {time.monotonic() - t0:6.0f} s: served {served}, failed {failed}, "
-                      f"in flight {in_flight[0]}{mem}; loadavg {_loadavg()}", flush=True)  # fmt: skip
+        _watch(run, threads, stats, t0, progress, rss)
         wall = time.monotonic() - t0
-        load_after = _loadavg()
-        for t, s in zip(threads, stats, strict=True):
-            if t.is_alive():  # stuck past the hard timeout: count what it still holds as failed
-                s.failed += 1
-                s.errors.append("still waiting at the hard timeout")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return _summary(url, duration_s, wall, stats, rss, settings, (load_before, _loadavg()))
+
+
+def _summary(url: str, duration_s: float, wall: float, stats: list[UserStats], rss: RssSampler | None,
+             settings: dict | None, loadavg: tuple[str, str]) -> LoadTestResult:  # fmt: skip
     latencies = [x for s in stats for x in s.latencies_s]
     served, failed = sum(s.served for s in stats), sum(s.failed for s in stats)
     errors = [f"user {s.user}: {e}" for s in stats for e in s.errors]
     return LoadTestResult(
-        url=url, users=users, duration_s=duration_s, wall_s=round(wall, 2), served=served, failed=failed,
+        url=url, users=len(stats), duration_s=duration_s, wall_s=round(wall, 2), served=served, failed=failed,
         throughput_rps=round(served / wall, 3) if wall > 0 else 0.0,
         latency_s={k: round(v, 3) for k, v in _percentiles(latencies).items()},
         server_time_s={k: round(v, 3) for k, v in _percentiles([x for s in stats for x in s.server_s]).items()},
@@ -380,7 +373,7 @@ def run_load(
                    "p50_s": round(float(np.median(s.latencies_s)), 3) if s.latencies_s else None}
                   for s in stats],
         errors=errors[:50], peak_rss_mb=rss.result() if rss is not None else {},
-        loadavg_before=load_before, loadavg_after=load_after, settings=dict(settings or {}),
+        loadavg_before=loadavg[0], loadavg_after=loadavg[1], settings=dict(settings or {}),
         machine={"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
     )  # fmt: skip
 
@@ -438,20 +431,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def _parse_auth(value: str | None) -> tuple[str, str] | None:
-    if not value:
-        return None
-    user, sep, password = value.partition(":")
-    if not sep or not user or not password:
-        raise BodyShapeError("--auth must be USER:PASSWORD")
-    return user, password
-
-
 def run(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    auth = _parse_auth(args.auth)
+    auth = parse_auth(args.auth)
     left: list[int] = []
     common = dict(users=args.users, duration_s=args.duration, auth=auth, max_requests=args.max_requests,
                   hard_timeout_s=args.hard_timeout, progress=not args.quiet)  # fmt: skip
@@ -460,7 +444,8 @@ def run(args: argparse.Namespace) -> int:
             raise BodyShapeError("--concurrency/--queue-size only apply to the in-process page (no --url)")
         result = run_load(args.url.rstrip("/"), settings={"page": "external"}, **common)
     else:
-        from demo.app import DEFAULT_CONCURRENCY, DEFAULT_QUEUE_SIZE, private_upload_dir
+        from demo.page import DEFAULT_CONCURRENCY, DEFAULT_QUEUE_SIZE
+        from demo.security import private_upload_dir
 
         private_upload_dir()  # as `bodyshape demo` does
 

@@ -1,6 +1,6 @@
 """The demo's request path without the web page: two photos + height -> mesh + measurements.
 
-Used by the Gradio page (:mod:`demo.app`), ``bodyshape reconstruct`` and the tests, so that
+Used by the Gradio page (:mod:`demo.handler`), ``bodyshape reconstruct`` and the tests, so that
 all three run exactly the same code:
 
     result = reconstruct_photos("front.jpg", "side.jpg", 178, backend)
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 
 from bodyshape.errors import BodyShapeError
 from bodyshape.photo import PhotoSilhouette, Segmenter, check_view_pair, get_segmenter, photo_to_silhouette
-from bodyshape.reconstruct import MAX_HEIGHT_CM, MIN_HEIGHT_CM
+from bodyshape.reconstruct import check_height_cm
 
 #: Human labels, in table order; values are metres in ``measure()``'s output.
 MEASUREMENT_LABELS: dict[str, str] = {
@@ -37,26 +36,6 @@ MEASUREMENT_LABELS: dict[str, str] = {
     "arm_length": "Arm length",
 }
 CM_PER_INCH = 2.54
-
-
-class HeightError(BodyShapeError):
-    """The typed height is missing or outside the supported range."""
-
-
-def check_height_cm(height_cm: object) -> float:
-    """A typed height in cm -> metres, or HeightError with a message for the page."""
-    try:
-        h = float(height_cm)
-    except (TypeError, ValueError, OverflowError):  # empty, text, a 400-digit number
-        h = math.nan
-    if not math.isfinite(h):  # also "nan", "inf": not a height, whatever the range says
-        raise HeightError("enter your height in centimetres (for example 172)")
-    if not MIN_HEIGHT_CM <= h <= MAX_HEIGHT_CM:
-        raise HeightError(
-            f"height must be between {MIN_HEIGHT_CM:.0f} and {MAX_HEIGHT_CM:.0f} cm, got {h:g} cm "
-            "(enter it in centimetres: 5 ft 10 in = 178 cm)"
-        )
-    return h / 100.0
 
 
 @dataclass

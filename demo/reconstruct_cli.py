@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     import cv2
 
     from bodyshape.assets import u2netp_path
+    from bodyshape.reconstruct import check_height_cm
     from demo.backend import open_backend
-    from demo.pipeline import MEASUREMENT_LABELS, check_height_cm, reconstruct_photos, write_outputs
+    from demo.pipeline import MEASUREMENT_LABELS, reconstruct_photos, write_outputs
 
     check_height_cm(args.height)  # before starting a server
     u2netp_path()  # rembg's weights: fail now, naming `bodyshape setup`, not after starting Triton

@@ -2,10 +2,11 @@
 
 Each row of ``CASES`` is one upload (or height) a person could really send, with the message
 fragment the page must answer with. Every case must come back as a status (the handler never
-raises), without a stack trace, without a body, and with bounded memory; the few odd-but-valid
-formats (CMYK, 16-bit, EXIF-rotated, animated GIF, transparency) must work and give the same
-silhouette as the plain photo. After the table, the same handler still serves a good pair.
-One test sends a handful of the cases through the real launched Gradio page (gradio_client).
+raises) as a :class:`~demo.handler.Failure` with the message, without a stack trace, without
+a body, and with bounded memory; the few odd-but-valid formats (CMYK, 16-bit, EXIF-rotated,
+animated GIF, transparency) must work and give the same silhouette as the plain photo. After
+the table, the same handler still serves a good pair. One test sends a handful of the cases
+through the real launched Gradio page (gradio_client), where a refused request is an error.
 
 All images are generated here, into temporary folders: no binary fixtures.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 import io
 import re
 import resource
-import socket
 import struct
 import subprocess
 import sys
@@ -31,12 +31,9 @@ from PIL import Image
 
 from bodyshape import photo
 from bodyshape.assets import have_u2netp
+from demo.handler import Failure, Reconstruction
 
-pytestmark = [
-    pytest.mark.skipif(not have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`"),
-    # Every refused case also raises the page's toast (gr.Warning), a UserWarning outside Gradio.
-    pytest.mark.filterwarnings("ignore::UserWarning:gradio.helpers"),
-]
+pytestmark = pytest.mark.skipif(not have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`")
 
 GOOD_HEIGHT_CM = 172
 #: A request that hangs (e.g. decoding a bomb) fails the case instead of stalling the suite.
@@ -64,7 +61,7 @@ HEIGHT_MISSING = r"Enter your height in centimetres \(for example 172\)"
 class Case:
     """One request: which generated file goes in which slot, the height, the expected answer.
 
-    ``expect`` is a regular expression the "**Error:**" status must contain; None means the
+    ``expect`` is a regular expression the failure's message must contain; None means the
     request must succeed ("**Done") with a silhouette within ``min_iou`` of the one the page
     gets from ``same_as`` (the plain photo, or for 16-bit grey the 8-bit grey photo).
     """
@@ -296,8 +293,8 @@ def _person_alpha(front: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def handler():
-    from demo.app import DemoHandler
     from demo.backend import LocalBackend
+    from demo.handler import DemoHandler
 
     return DemoHandler(LocalBackend())
 
@@ -329,11 +326,9 @@ def reference(handler, inputs):
 
     def get(name: str) -> tuple[np.ndarray, np.ndarray]:
         if name not in seen:
-            status, front_sil, side_sil, fig, *_ = handler.run(
-                inputs[name], inputs["side.png"], GOOD_HEIGHT_CM, "cm", {}
-            )
-            assert status.startswith("**Done") and fig is not None, (name, status)
-            seen[name] = front_sil, side_sil
+            r = handler.run(inputs[name], inputs["side.png"], GOOD_HEIGHT_CM, "cm", {})
+            assert isinstance(r, Reconstruction) and r.figure is not None, (name, r.status)
+            seen[name] = r.front_preview, r.side_preview
         return seen[name]
 
     get("front.png")
@@ -359,43 +354,39 @@ def test_bad_input_table(name, handler, inputs, reference, monkeypatch):
     front, side = (inputs[f] if f else None for f in (case.front, case.side))
 
     rss0, t0 = _max_rss_mb(), time.perf_counter()
-    status, front_sil, side_sil, fig, table, files, meas, cache = handler.run(
-        front, side, case.height, "cm", {}
-    )  # never raises: an exception here fails the case
+    r = handler.run(front, side, case.height, "cm", {})  # never raises: an exception fails the case
     elapsed, grown = time.perf_counter() - t0, _max_rss_mb() - rss0
 
-    assert "Traceback" not in status and "Something went wrong" not in status, status
+    assert "Traceback" not in r.status and "Something went wrong" not in r.status, r.status
     assert elapsed < CASE_TIME_LIMIT_S, f"{name}: took {elapsed:.0f} s"
     assert grown < CASE_MEMORY_LIMIT_MB, f"{name}: peak memory grew by {grown:.0f} MB"
     if case.expect is None:
-        assert status.startswith("**Done"), status
+        assert isinstance(r, Reconstruction) and r.status.startswith("**Done"), r.status
         assert (
-            fig is not None
-            and len(files) == 4
-            and meas["height"] == pytest.approx(GOOD_HEIGHT_CM / 100, abs=2e-3)
+            r.figure is not None
+            and len(r.files) == 4
+            and r.measurements["height"] == pytest.approx(GOOD_HEIGHT_CM / 100, abs=2e-3)
         )
         for view, sil, ref in zip(
-            ("front", "side"), (front_sil, side_sil), reference(case.same_as), strict=True
+            ("front", "side"), (r.front_preview, r.side_preview), reference(case.same_as), strict=True
         ):
             iou = _iou(sil, ref)
             assert iou > case.min_iou, (
                 f"{name}: {view} silhouette differs from {case.same_as}'s (IoU {iou:.3f})"
             )
     else:
-        assert status.startswith("**Error:** "), status
-        assert re.search(case.expect, status), f"{name}: expected /{case.expect}/, got: {status}"
-        assert fig is None and files is None and meas == {}
+        assert isinstance(r, Failure), r.status
+        assert re.search(case.expect, r.message), f"{name}: expected /{case.expect}/, got: {r.message}"
+        assert r.status == f"**Error:** {r.message}"
 
 
 @pytest.mark.slow
 def test_page_still_works_after_the_table(handler, inputs, reference):
     """Runs after the table (file order): the same handler still serves a good pair."""
-    status, front_sil, side_sil, fig, table, files, meas, _ = handler.run(
-        inputs["front.jpg"], inputs["side.png"], GOOD_HEIGHT_CM, "cm", {}
-    )
-    assert status.startswith("**Done"), status
-    assert fig is not None and len(table) == 10 and len(files) == 4
-    assert _iou(front_sil, reference("front.png")[0]) > SAME_SILHOUETTE_IOU
+    r = handler.run(inputs["front.jpg"], inputs["side.png"], GOOD_HEIGHT_CM, "cm", {})
+    assert isinstance(r, Reconstruction), r.status
+    assert r.figure is not None and len(r.table) == 10 and len(r.files) == 4
+    assert _iou(r.front_preview, reference("front.png")[0]) > SAME_SILHOUETTE_IOU
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):
@@ -427,12 +418,6 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the launched page
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 #: Cases of the table sent through the real page.
 PAGE_CASES = ("text file renamed .jpg", "truncated JPEG (cut in half)", "20000x20000 PNG (decompression bomb)",
               "zero-byte file", "height 'nan'", "RGBA, fully transparent")  # fmt: skip
@@ -441,21 +426,19 @@ PAGE_MAX_UPLOAD_MB = 1.0
 
 @pytest.mark.slow
 def test_bad_input_through_the_launched_page(inputs):
-    """A handful of the cases through Gradio (upload, queue, preprocess=False): the error
-    status comes back, uploads over the page's size limit are refused by the server, and the
-    page then still serves a good pair."""
+    """A handful of the cases through Gradio (upload, queue, preprocess=False): an API client
+    gets an error (gradio_client's ``AppError``) whose message is the friendly one, no stack
+    trace; uploads over the page's size limit are refused by the server; the page then still
+    serves a good pair as a success."""
     import httpx
     from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
 
-    from demo.app import build_demo, launch
     from demo.backend import LocalBackend
+    from demo.page import serve_page
 
-    demo = build_demo(LocalBackend())
-    port = _free_port()
-    launch(demo, "127.0.0.1", port, None, PAGE_MAX_UPLOAD_MB, prevent_thread_lock=True, quiet=True)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        client = Client(url, verbose=False)
+    with serve_page(LocalBackend(), max_upload_mb=PAGE_MAX_UPLOAD_MB) as page:
+        client = Client(page.url, verbose=False)
 
         def send(front: str, side: str, height: object) -> tuple:
             return client.predict(
@@ -464,19 +447,19 @@ def test_bad_input_through_the_launched_page(inputs):
 
         for name in PAGE_CASES:
             case = CASES[name]
-            status, *_, fig, table, files = send(inputs[case.front], inputs[case.side], case.height)
-            assert status.startswith("**Error:** ") and re.search(case.expect, status), (name, status)
-            assert "Traceback" not in status and fig is None and not files, (name, status)
+            with pytest.raises(AppError) as refused:
+                send(inputs[case.front], inputs[case.side], case.height)
+            message = refused.value.message
+            assert re.search(case.expect, message) and message[0].isupper(), (name, message)
+            assert "Traceback" not in message and "**" not in message, (name, message)
 
         # Over the page's upload limit: refused by the server itself (HTTP 413), never processed.
         too_big = b"\xff\xd8" + bytes(int(PAGE_MAX_UPLOAD_MB * 2**20) + 1000)
         r = httpx.post(
-            url + "gradio_api/upload", files={"files": ("big.jpg", too_big, "image/jpeg")}, timeout=60
+            page.url + "/gradio_api/upload", files={"files": ("big.jpg", too_big, "image/jpeg")}, timeout=60
         )
         assert r.status_code == 413, (r.status_code, r.text[:200])
 
         status, *_, fig, table, files = send(inputs["front.jpg"], inputs["side.png"], GOOD_HEIGHT_CM)
         assert status.startswith("**Done"), status
         assert fig is not None and len(files) == 4
-    finally:
-        demo.close()

@@ -46,8 +46,8 @@ class DownBackend:
 
 @pytest.fixture(scope="module")
 def local_handler():
-    from demo.app import DemoHandler
     from demo.backend import LocalBackend
+    from demo.handler import DemoHandler
 
     return DemoHandler(LocalBackend())
 
@@ -83,25 +83,26 @@ def test_pipeline_outputs(local_handler, example, tmp_path):
 def test_handler_errors_and_photo_deletion(local_handler, example, tmp_path, monkeypatch):
     from gradio.utils import get_upload_folder
 
+    from demo.handler import Failure, Reconstruction
+
     h = local_handler
     # Uploaded photos live in Gradio's upload folder and are deleted after the request.
     up = Path(get_upload_folder()) / "test-demo-upload"
     up.mkdir(parents=True, exist_ok=True)
     front = up / "front.jpg"
     front.write_bytes(Path(example["front"]).read_bytes() + b"\0")  # not byte-equal to the example
-    status, fsil, ssil, fig, table, files, meas, cache = h.run(
-        str(front), example["side"], example["height_cm"], "cm", {}
-    )
-    assert status.startswith("**Done"), status
-    assert fig is not None and len(table) == 10 and len(files) == 4
-    assert fsil.shape == (128 * 3, 96 * 3)
+    r = h.run(str(front), example["side"], example["height_cm"], "cm", {})
+    assert isinstance(r, Reconstruction) and r.status.startswith("**Done"), r.status
+    assert r.figure is not None and len(r.table) == 10 and len(r.files) == 4
+    assert r.front_preview.shape == (128 * 3, 96 * 3)
     assert not front.exists()
     assert Path(example["side"]).exists()  # files outside the upload folder are never touched
     # Same upload again (photo already deleted): silhouettes come from the session, new height.
-    status, *_, meas2, cache = h.run(str(front), example["side"], 160, "in", cache)
-    assert status.startswith("**Done"), status
-    assert meas2["height"] == pytest.approx(1.60, abs=2e-3)
-    assert all(v.image.size == 0 for v in cache.values())  # no photo pixels kept in the session
+    r = h.run(str(front), example["side"], 160, "in", r.cache)
+    assert isinstance(r, Reconstruction), r.status
+    assert r.measurements["height"] == pytest.approx(1.60, abs=2e-3)
+    assert list(r.table.columns) == ["Measurement", "in"]
+    assert all(v.image.size == 0 for v in r.cache.values())  # no photo pixels kept in the session
 
     bad = tmp_path / "x.jpg"
     bad.write_text("not an image")
@@ -113,19 +114,35 @@ def test_handler_errors_and_photo_deletion(local_handler, example, tmp_path, mon
         ((None, example["side"], 170), "front photo"),
     ]
     for (f, s, height), message in cases:
-        status, *_, fig, table, files, meas, _ = h.run(f, s, height, "cm", {})
-        assert status.startswith("**Error:**") and message in status, (message, status)
-        assert fig is None and files is None and meas == {}
+        r = h.run(f, s, height, "cm", {})
+        assert isinstance(r, Failure) and message in r.message, (message, r)
+        assert r.status == f"**Error:** {r.message}" and r.message[0].isupper() and r.message.endswith(".")
+
+
+def test_page_outputs_adapter():
+    """The one adapter: a body fills every output in order; a failure clears the earlier body."""
+    from demo.handler import Failure, Reconstruction
+    from demo.page import OUTPUT_NAMES, output_values
+
+    preview = np.zeros((384, 288), np.uint8)
+    ok = Reconstruction("**Done in 1 s**", preview, preview, "fig", "table", ["a.obj"], {"height": 1.7}, {"p": 1})
+    assert output_values(ok) == ("**Done in 1 s**", preview, preview, "fig", "table", ["a.obj"], {"height": 1.7},
+                                 {"p": 1})  # fmt: skip
+    values = dict(zip(OUTPUT_NAMES, output_values(Failure("Bad photo.", preview, None, {"p": 1})), strict=True))
+    assert values["status"] == "**Error:** Bad photo." and values["front_preview"] is preview
+    assert values["side_preview"] is None and values["cache"] == {"p": 1}
+    assert values["figure"] is None and values["files"] is None and values["measurements"] == {}
+    assert len(values["table"]) == 0
 
 
 @pytest.mark.slow
 def test_unreachable_model_server_keeps_the_page_up(example):
-    from demo.app import DemoHandler
+    from demo.handler import DemoHandler, Failure
 
-    h = DemoHandler(DownBackend())
-    status, fsil, ssil, fig, *_ = h.run(example["front"], example["side"], 170, "cm", {})
-    assert "not reachable" in status and fig is None
-    assert fsil is not None and ssil is not None  # the photos were still checked and shown
+    r = DemoHandler(DownBackend()).run(example["front"], example["side"], 170, "cm", {})
+    assert isinstance(r, Failure) and "not reachable" in r.message
+    assert r.front_preview is not None and r.side_preview is not None  # the photos were still checked
+    assert len(r.cache) == 2  # and kept: pressing again once the server is back needs no new upload
 
 
 @pytest.mark.slow
@@ -152,8 +169,8 @@ def test_round_trip_girths_through_triton(tmp_path):
     """Known synthetic bodies -> photos -> the page's path through Triton -> girths within 20 mm."""
     from bodyshape.body_model import get_body_model
     from bodyshape.triton_server import BundledTriton
-    from demo.app import DemoHandler
     from demo.backend import TritonBackend
+    from demo.handler import DemoHandler, Reconstruction
     from demo.synthetic import photo_pair
 
     shapes = get_body_model().sample_shapes(ROUND_TRIP_BODIES, seed=ROUND_TRIP_SEED)
@@ -163,9 +180,9 @@ def test_round_trip_girths_through_triton(tmp_path):
         for i, shape in enumerate(shapes):
             truth = true_measurements(shape)
             f, s = photo_pair(shape, seed=i)
-            status, *_, meas, _ = h.run(*_save(tmp_path, i, f, s), truth["height"] * 100, "cm", {})
-            assert status.startswith("**Done"), status
-            errors.append([meas[g] - truth[g] for g in GIRTHS])
+            r = h.run(*_save(tmp_path, i, f, s), truth["height"] * 100, "cm", {})
+            assert isinstance(r, Reconstruction), r.status
+            errors.append([r.measurements[g] - truth[g] for g in GIRTHS])
             print(f"body {i}: girth errors (mm)", np.round(np.array(errors[-1]) * 1000, 1))
     err = np.abs(np.array(errors))
     print("round-trip girth MAE (mm):", dict(zip(GIRTHS, (err.mean(0) * 1000).round(1), strict=True)),

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 from bodyshape.assets import have_u2netp
-from demo.app import STATE_SESSIONS
-from demo.loadtest import serve_page
+from demo.page import STATE_SESSIONS, serve_page
 
 pytestmark = [
     pytest.mark.slow,
@@ -28,26 +27,28 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def triton():
+def backend():
+    """The page's backend on a supervised bundled Triton (``backend.server``)."""
     from bodyshape.triton_server import BundledTriton
+    from demo.backend import TritonBackend
 
     with BundledTriton(supervise=True) as server:
-        yield server
+        yield TritonBackend(server.http_url, server=server)
 
 
-def test_load_short(triton, tmp_path):
+def test_load_short(backend, tmp_path):
     """4 users x 20 s through the default page settings: zero failures, everyone served."""
     from dataclasses import asdict
 
     from demo.loadtest import RssSampler, format_report, run_load
 
-    with serve_page(triton.http_url) as (url, _, demo):
-        rss = RssSampler(None, triton.pid)
-        result = run_load(url, users=4, duration_s=20, hard_timeout_s=240, rss=rss, progress=False)
-        out_root = demo.handler.out_root
+    with serve_page(backend) as page:
+        rss = RssSampler(None, backend.server.pid)
+        result = run_load(page.url, users=4, duration_s=20, hard_timeout_s=240, rss=rss, progress=False)
+        out_root = page.demo.handler.out_root
         assert any(out_root.iterdir())  # the page wrote downloads ...
-        sessions = list(demo.state_holder.session_data.values())
-        assert demo.state_session_capacity == STATE_SESSIONS
+        sessions = list(page.demo.state_holder.session_data.values())
+        assert page.demo.state_session_capacity == STATE_SESSIONS
     assert not out_root.exists()  # ... and deleted them when it closed
     # Memory kept per session stays small (Gradio keeps up to STATE_SESSIONS of them).
     assert len(sessions) >= 4
@@ -101,7 +102,7 @@ def _simultaneous_users(url: str, n: int, request) -> list:
     return results
 
 
-def test_full_queue_says_busy_and_accepted_requests_are_served(triton, tmp_path):
+def test_full_queue_says_busy_and_accepted_requests_are_served(backend, tmp_path):
     """1 worker, 1 waiting place, 5 users at once: some are told "busy", none of the others fail."""
     from gradio_client import handle_file
     from gradio_client.utils import QueueError
@@ -122,8 +123,8 @@ def test_full_queue_says_busy_and_accepted_requests_are_served(triton, tmp_path)
         except Exception as e:  # anything else is a failure of the test
             return ("error", f"{type(e).__name__}: {e}")
 
-    with serve_page(triton.http_url, concurrency=1, queue_size=1) as (url, _, _demo):
-        outcomes = _simultaneous_users(url, n, request)
+    with serve_page(backend, concurrency=1, queue_size=1) as page:
+        outcomes = _simultaneous_users(page.url, n, request)
     kinds = [o[0] for o in outcomes]
     print("outcomes:", kinds)
     assert "error" not in kinds and None not in kinds, outcomes
@@ -134,7 +135,7 @@ def test_full_queue_says_busy_and_accepted_requests_are_served(triton, tmp_path)
     assert all("try again" in b.lower() for b in busy), busy
 
 
-def test_identical_uploads_from_several_sessions_are_all_served(triton, tmp_path):
+def test_identical_uploads_from_several_sessions_are_all_served(backend, tmp_path):
     """Gradio stores uploads by content: the same photo from 3 sessions is one file, which the
     first request to finish deletes while the other two still wait in the queue (1 worker)."""
     from gradio_client import handle_file
@@ -151,6 +152,6 @@ def test_identical_uploads_from_several_sessions_are_all_served(triton, tmp_path
         except Exception as e:
             return f"{type(e).__name__}: {e}"
 
-    with serve_page(triton.http_url, concurrency=1) as (url, _, _demo):
-        statuses = _simultaneous_users(url, 3, request)
+    with serve_page(backend, concurrency=1) as page:
+        statuses = _simultaneous_users(page.url, 3, request)
     assert all(str(s).startswith("**Done") for s in statuses), statuses

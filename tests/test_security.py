@@ -84,6 +84,7 @@ def _demo_args(*argv: str) -> argparse.Namespace:
 
 def test_default_bind_is_loopback_and_other_hosts_warn(monkeypatch):
     from demo import app
+    from demo.security import warn_if_exposed
 
     monkeypatch.delenv("BODYSHAPE_DEMO_AUTH", raising=False)
     args = _demo_args()
@@ -91,11 +92,11 @@ def test_default_bind_is_loopback_and_other_hosts_warn(monkeypatch):
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            assert app.warn_if_exposed(host, None) is False
+            assert warn_if_exposed(host, None) is False
     with pytest.warns(UserWarning, match=r"0\.0\.0\.0.*no --auth given"):
-        assert app.warn_if_exposed("0.0.0.0", None)
+        assert warn_if_exposed("0.0.0.0", None)
     with pytest.warns(UserWarning, match="192.168.1.5") as rec:
-        app.warn_if_exposed("192.168.1.5", ("a", "b"))
+        warn_if_exposed("192.168.1.5", ("a", "b"))
     assert "no --auth" not in str(rec[0].message)
     # The real `bodyshape demo` entry point warns before it starts anything (the invalid
     # --concurrency makes it stop right after the warning, before Triton or the page start).
@@ -107,12 +108,12 @@ def test_demo_keeps_uploads_in_a_private_folder(monkeypatch):
     """`bodyshape demo` moves Gradio's upload folder out of the shared, world-readable <tmp>/gradio."""
     from gradio.utils import get_upload_folder
 
-    from demo import app
+    from demo.security import private_upload_dir
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", "/srv/explicit-choice")
-    assert app.private_upload_dir() == Path("/srv/explicit-choice")  # an explicit folder is kept
+    assert private_upload_dir() == Path("/srv/explicit-choice")  # an explicit folder is kept
     monkeypatch.delenv("GRADIO_TEMP_DIR")
-    folder = app.private_upload_dir()
+    folder = private_upload_dir()
     try:
         assert Path(get_upload_folder()) == folder
         assert folder.is_dir() and (folder.stat().st_mode & 0o077) == 0  # owner only
@@ -122,6 +123,16 @@ def test_demo_keeps_uploads_in_a_private_folder(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- login
+def test_auth_flag_is_user_colon_password():
+    from demo.security import parse_auth
+
+    assert parse_auth(None) is None and parse_auth("") is None
+    assert parse_auth("me:se:cret") == ("me", "se:cret")
+    for bad in ("me", "me:", ":secret"):
+        with pytest.raises(BodyShapeError, match="USER:PASSWORD"):
+            parse_auth(bad)
+
+
 @needs_stack
 def test_login_is_required(stack):
     from gradio_client import Client, handle_file
@@ -156,6 +167,14 @@ def test_login_is_required(stack):
     finally:
         client.close()
     assert out[0].startswith("**Done"), out[0]
+
+
+@needs_stack
+def test_no_direct_route_around_the_queue(session):
+    """Logged in, the direct REST route (``/gradio_api/run/<api_name>``) is closed: it would skip
+    the concurrency limit and the queue size, and turn a refused request into a success."""
+    r = session.post("/gradio_api/run/reconstruct", json={"data": [None, None, 170.0, "cm", None]})
+    assert r.status_code == 404 and "join the queue" in r.text, (r.status_code, r.text[:200])
 
 
 # ----------------------------------------------------------------------------- uploads
@@ -250,10 +269,11 @@ def test_uploaded_photos_are_deleted_after_the_request(stack, session, tmp_path)
 
 @needs_stack
 def test_generated_files_are_removed_when_the_page_closes(stack):
-    from demo.loadtest import serve_page
+    from demo.backend import TritonBackend
+    from demo.page import serve_page
 
-    with serve_page(stack.triton.http_url) as (_, _, demo):
-        out_root = demo.handler.out_root
+    with serve_page(TritonBackend(stack.triton.http_url)) as page:
+        out_root = page.demo.handler.out_root
         (out_root / "x").mkdir()
         (out_root / "x" / "body.obj").write_text("v 0 0 0\n")
         assert out_root.is_dir()
@@ -318,15 +338,17 @@ def test_triton_and_page_listen_on_loopback_only(stack):
 
 # ----------------------------------------------------------------------------- dependencies
 def test_runtime_dependencies_have_upper_bounds():
+    """Every dependency, extras included (an extra naming the project itself excepted)."""
     project = tomllib.loads((REPO_DIR / "pyproject.toml").read_text())["project"]
     deps = list(project["dependencies"]) + [
-        d for extra in ("tensorrt",) for d in project["optional-dependencies"][extra]
+        d for extra in project["optional-dependencies"].values() for d in extra
     ]
+    deps = [Requirement(d) for d in deps]
+    deps = [d for d in deps if d.name != project["name"]]
     assert len(deps) >= 15
     unbounded = []
     for dep in deps:
-        spec = Requirement(dep).specifier
-        if not any(s.operator in ("<", "<=", "==", "===", "~=") for s in spec):
-            unbounded.append(dep)
+        if not any(s.operator in ("<", "<=", "==", "===", "~=") for s in dep.specifier):
+            unbounded.append(str(dep))
     assert not unbounded, f"runtime dependencies without an upper bound: {unbounded}"
-    assert "<3.12" in project["requires-python"]
+    assert "<3." in project["requires-python"]  # a Python release known to work, not any future one

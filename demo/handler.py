@@ -1,0 +1,192 @@
+"""The page's work, independent of Gradio objects (testable): one press of *Reconstruct*.
+
+:meth:`DemoHandler.run` never raises: it returns a :class:`Reconstruction` (a body) or a
+:class:`Failure` (a friendly message, never a stack trace). :mod:`demo.page` turns either
+into the page's outputs, and a failure into a ``gr.Error`` for API clients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from bodyshape.errors import BodyShapeError
+from bodyshape.photo import PhotoSilhouette, Segmenter, check_view_pair, photo_to_silhouette
+from bodyshape.reconstruct import check_height_cm
+from bodyshape.silhouette import bounding_box
+from demo.backend import Backend
+from demo.files import Downloads, Uploads
+from demo.mask_cache import RecentMasks
+from demo.pipeline import Result, measurement_rows, mesh_figure, reconstruct_silhouettes, write_outputs
+
+log = logging.getLogger("bodyshape.demo")
+
+#: Silhouette previews are shown enlarged by this integer factor (nearest: pixels stay exact).
+PREVIEW_ZOOM = 3
+#: What an unexpected exception (a bug, logged on the server) tells the user.
+INTERNAL_ERROR = "Something went wrong on our side (it has been logged). Please try again."
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """A served request: everything the page shows."""
+
+    status: str  # markdown, "**Done in 1.23 s** on the server: ..." (timings per step)
+    front_preview: np.ndarray  # (128, 96) x PREVIEW_ZOOM uint8: what the network saw
+    side_preview: np.ndarray
+    figure: Any  # plotly Figure of the mesh
+    table: Any  # pandas DataFrame [Measurement, <units>]
+    files: list[str]  # OBJ, GLB, CSV, JSON
+    measurements: dict[str, float]  # metres
+    cache: dict[str, PhotoSilhouette]  # the session's masks by upload path (no photo pixels)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A refused request: the message says what to do; previews of the photos that passed."""
+
+    message: str  # a sentence for the user ("Height must be between ...")
+    front_preview: np.ndarray | None
+    side_preview: np.ndarray | None
+    cache: dict[str, PhotoSilhouette]
+
+    @property
+    def status(self) -> str:
+        return f"**Error:** {self.message}"
+
+
+PageResult = Reconstruction | Failure
+
+
+def measurement_table(measurements: dict[str, float], units: str):
+    """The measurements as the page's table (a DataFrame; empty for no body)."""
+    import pandas as pd
+
+    return pd.DataFrame(measurement_rows(measurements, units), columns=["Measurement", units])
+
+
+class DemoHandler:
+    """Photos + height -> :class:`PageResult`, with the page's file and session rules.
+
+    Shared state after start-up: only :attr:`recent` (thread-safe), see :meth:`silhouette`.
+    """
+
+    def __init__(
+        self, backend: Backend, segmenter: Segmenter | None = None, keep_paths: list[str] = ()
+    ) -> None:
+        from bodyshape.photo import get_segmenter
+
+        self.backend = backend
+        self.segmenter = segmenter or get_segmenter()
+        self._warm_up()
+        self.downloads = Downloads()
+        self.uploads = Uploads(keep_paths)  # never delete the page's own examples
+        self.recent = RecentMasks()
+
+    def _warm_up(self) -> None:
+        """Build and run everything once at start-up, not in the first request."""
+        from bodyshape.body_model import get_body_model
+        from bodyshape.measurements import measure
+
+        bm = get_body_model()
+        measure(bm.forward(bm.sample_shapes(1, seed=0)).rest_vertices[0])
+        self.segmenter(np.full((320, 240, 3), 128, np.uint8))
+
+    @property
+    def out_root(self):
+        """The folder of generated downloads (private, removed by :meth:`close`)."""
+        return self.downloads.root
+
+    # -- photos
+    def silhouette(self, path: str | None, view: str, cache: dict) -> PhotoSilhouette:
+        """The checked silhouette of one upload; puts its masks in ``cache`` (the session's)."""
+        if not path:
+            raise BodyShapeError(f"add a {view} photo (upload one, or take one with the webcam)")
+        if not os.path.exists(path):
+            if path in cache:
+                return cache[path]  # same upload as last time; the photo itself is already deleted
+            recent = self.recent.get(path, view)  # the same upload from another session
+            if recent is not None:
+                cache[path] = recent
+                return recent
+        sil = photo_to_silhouette(path, view, self.segmenter)
+        # Keep only masks in the session, never the photo; of the full mask only the person's
+        # box (all the view-pair check reads), to keep each session small (see STATE_SESSIONS).
+        top, bottom, left, right = bounding_box(sil.mask)
+        box = sil.mask[top:bottom, left:right].copy()
+        cache[path] = dataclasses.replace(
+            sil, image=np.zeros((0, 0, 3), np.uint8), probability=np.zeros((0, 0), np.uint8), mask=box
+        )
+        self.recent.put(path, view, cache[path])
+        return sil
+
+    def forget_photos(self, *paths: str | None) -> None:
+        """Delete uploaded photos (only files in Gradio's upload folder, never the examples)."""
+        self.uploads.forget(*paths)
+
+    def close(self) -> None:
+        """Delete every generated download (also done at exit)."""
+        self.downloads.close()
+
+    # -- the button
+    def run(self, front_path: str | None, side_path: str | None, height_cm: object, units: str,
+            cache: dict | None) -> PageResult:  # fmt: skip
+        """One press of the button. Never raises; the uploads are deleted in every case."""
+        t0 = time.perf_counter()
+        old, new = dict(cache or {}), {}  # the session keeps the masks of this request only
+        previews: list[np.ndarray | None] = [None, None]
+        try:
+            height_m = check_height_cm(height_cm)
+            sils = []
+            for i, (path, view) in enumerate(((front_path, "front"), (side_path, "side"))):
+                sils.append(self.silhouette(path, view, old))
+                new[path] = old[path]
+                previews[i] = _preview(sils[-1].silhouette)
+            check_view_pair(*sils)
+            rembg = sum(s.timings.get("rembg", 0.0) for s in sils if s.image.size)
+            timings = {"photos": time.perf_counter() - t0, "rembg": rembg}
+            result = reconstruct_silhouettes(*sils, height_m, self.backend, timings)
+            return self._served(result, previews, units, new, t0)
+        except BodyShapeError as e:  # the backend's "not reachable" included
+            return Failure(_sentence(str(e)), *previews, new)
+        except Exception:  # a bug: log it, never show a stack trace to the user
+            log.exception("reconstruct failed")
+            return Failure(INTERNAL_ERROR, *previews, new)
+        finally:
+            self.forget_photos(front_path, side_path)
+
+    def _served(self, result: Result, previews: list, units: str, cache: dict, t0: float) -> Reconstruction:
+        """The model's answer -> figure, table, download files and the timing line."""
+        t_fig = time.perf_counter()
+        fig = mesh_figure(result.vertices, result.faces)
+        table = measurement_table(result.measurements, units)
+        files = [str(p) for p in write_outputs(result, self.downloads.new_folder()).values()]
+        t_end = time.perf_counter()
+        tm = result.timings
+        status = (
+            f"**Done in {t_end - t0:.2f} s** on the server: background removal {tm['rembg']:.2f} s "
+            f"(photos total {tm['photos']:.2f} s), body model ({self.backend.name}) {tm['model']:.2f} s, "
+            f"measurements {tm['measure']:.2f} s, figure and files {t_end - t_fig:.2f} s."
+        )
+        log.info("reconstruct ok: %s", status)
+        return Reconstruction(status, previews[0], previews[1], fig, table, files, result.measurements, cache)
+
+    def table(self, measurements: dict[str, float] | None, units: str):
+        """The table again in other units (the units radio's event)."""
+        return measurement_table(measurements or {}, units)
+
+
+def _sentence(msg: str) -> str:
+    return msg[:1].upper() + msg[1:] + ("" if msg.endswith(".") else ".")
+
+
+def _preview(sil: np.ndarray) -> np.ndarray:
+    big = cv2.resize(sil, None, fx=PREVIEW_ZOOM, fy=PREVIEW_ZOOM, interpolation=cv2.INTER_NEAREST)
+    return np.ascontiguousarray(big)
