@@ -152,10 +152,35 @@ class PoseJitter:
 NO_JITTER = PoseJitter(0, 0, 0, 0, 0, 0)
 
 
+@dataclass(frozen=True)
+class PoseOffsets:
+    """Deliberate pose changes from the capture pose, degrees, one value per body (or one for all).
+
+    Signs: ``arm_abduction`` > 0 moves both arms away from the torso; ``arm_swing`` > 0 moves
+    them forwards; ``elbow`` > 0 bends both elbows (forearms forwards); ``leg_spread`` > 0 puts
+    the feet further apart (< 0: thighs together, then overlapping); ``torso_lean`` > 0 leans
+    the whole body forwards; ``head_tilt`` > 0 tilts the head forwards. The evaluation splits
+    use them to leave the training distribution on purpose (``tests/test_body_model.py``
+    checks each sign on the skeleton).
+    """
+
+    arm_abduction: float | np.ndarray = 0.0
+    arm_swing: float | np.ndarray = 0.0
+    elbow: float | np.ndarray = 0.0
+    leg_spread: float | np.ndarray = 0.0
+    torso_lean: float | np.ndarray = 0.0
+    head_tilt: float | np.ndarray = 0.0
+
+
 def capture_pose(
-    view: str, batch: int, rng: np.random.Generator | None = None, jitter: PoseJitter = PoseJitter()
+    view: str,
+    batch: int,
+    rng: np.random.Generator | None = None,
+    jitter: PoseJitter = PoseJitter(),
+    offsets: PoseOffsets | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Pose deltas ``{bone: (B, 4, 4)}`` for ``view`` ("front" or "side"), jittered if ``rng``."""
+    """Pose deltas ``{bone: (B, 4, 4)}`` for ``view`` ("front" or "side"): the capture pose,
+    jittered if ``rng`` is given, plus ``offsets`` if given."""
     if view not in CAPTURE_POSES:
         raise BodyShapeError(f"unknown view {view!r}; expected one of {sorted(CAPTURE_POSES)}")
     dt = torch.float64
@@ -164,32 +189,61 @@ def capture_pose(
         base = torch.tensor(rv, dtype=dt).expand(batch, 3).clone()
         rot[bone] = base
         rot[bone.replace(".L", ".R")] = _mirror(base)
-
-    if rng is not None:
-
-        def deg(std: float, n: int = batch) -> torch.Tensor:
-            return torch.from_numpy(rng.normal(0.0, math.radians(std), n))
-
-        zeros = torch.zeros(batch, dtype=dt)
-
-        def add(bone: str, rv: torch.Tensor, mirror: bool = True) -> None:
-            rot[bone] = rot.get(bone, torch.zeros(batch, 3, dtype=dt)) + rv
-            if mirror and bone.endswith(".L"):
-                r = bone.replace(".L", ".R")
-                rot[r] = rot.get(r, torch.zeros(batch, 3, dtype=dt)) + _mirror(rv)
-
-        # Each side gets its own arm jitter: people are not symmetric.
-        for side_bone in ("upperarm01.L", "upperarm01.R"):
-            sign = 1.0 if side_bone.endswith(".L") else -1.0
-            rv = torch.stack([deg(jitter.arm_swing), sign * deg(jitter.arm_abduction), zeros], 1)
-            add(side_bone, rv, mirror=False)
-        add("lowerarm01.L", torch.stack([deg(jitter.elbow), zeros, zeros], 1))
-        spread = deg(jitter.leg_spread)
-        add("upperleg01.L", torch.stack([zeros, -spread, zeros], 1))
-        add("root", torch.stack([deg(jitter.torso_lean), zeros, zeros], 1), mirror=False)
-        add("neck01", torch.stack([deg(jitter.head_tilt), zeros, zeros], 1), mirror=False)
-
+    if rng is not None or offsets is not None:
+        _add_pose_changes(rot, _pose_angles(batch, rng, jitter, offsets))
     return {bone: _rotvec_to_homogeneous(rv) for bone, rv in rot.items()}
+
+
+def _pose_angles(
+    batch: int, rng: np.random.Generator | None, jitter: PoseJitter, offsets: PoseOffsets | None
+) -> dict[str, torch.Tensor]:
+    """Per-body angles (radians, (B,) each) in the rotation conventions of :func:`_add_pose_changes`.
+
+    The random draws keep the order the training data was generated with (datasets stay
+    byte-identical for a seed): per arm swing then abduction, then elbow, legs, lean, head.
+    """
+
+    def draw(std: float) -> np.ndarray:
+        return rng.normal(0.0, math.radians(std), batch) if rng is not None else np.zeros(batch)
+
+    a = {}
+    for side in ("L", "R"):
+        a[f"swing.{side}"], a[f"abduction.{side}"] = draw(jitter.arm_swing), draw(jitter.arm_abduction)
+    a["elbow"], a["spread"] = draw(jitter.elbow), draw(jitter.leg_spread)
+    a["lean"], a["head"] = draw(jitter.torso_lean), draw(jitter.head_tilt)
+    if offsets is not None:
+
+        def rad(value: float | np.ndarray) -> np.ndarray:
+            return np.broadcast_to(np.radians(np.asarray(value, np.float64)), (batch,))
+
+        for side in ("L", "R"):  # these rotation axes: + swing = backwards, + abduction = inwards
+            a[f"swing.{side}"] = a[f"swing.{side}"] - rad(offsets.arm_swing)
+            a[f"abduction.{side}"] = a[f"abduction.{side}"] - rad(offsets.arm_abduction)
+        a["elbow"] = a["elbow"] - rad(offsets.elbow)
+        a["spread"] = a["spread"] + rad(offsets.leg_spread)
+        a["lean"] = a["lean"] + rad(offsets.torso_lean)
+        a["head"] = a["head"] + rad(offsets.head_tilt)
+    return {k: torch.from_numpy(np.ascontiguousarray(v, np.float64)) for k, v in a.items()}
+
+
+def _add_pose_changes(rot: dict[str, torch.Tensor], a: dict[str, torch.Tensor]) -> None:
+    """Add the axis-angle changes of :func:`_pose_angles` to the capture pose ``rot`` (in place)."""
+    batch = a["elbow"].shape[0]
+    zeros = torch.zeros(batch, dtype=torch.float64)
+
+    def add(bone: str, rv: torch.Tensor, mirror: bool = True) -> None:
+        rot[bone] = rot.get(bone, torch.zeros(batch, 3, dtype=torch.float64)) + rv
+        if mirror and bone.endswith(".L"):
+            r = bone.replace(".L", ".R")
+            rot[r] = rot.get(r, torch.zeros(batch, 3, dtype=torch.float64)) + _mirror(rv)
+
+    # Each side gets its own arm angles: people are not symmetric.
+    for side, sign in (("L", 1.0), ("R", -1.0)):
+        add(f"upperarm01.{side}", torch.stack([a[f"swing.{side}"], sign * a[f"abduction.{side}"], zeros], 1), mirror=False)
+    add("lowerarm01.L", torch.stack([a["elbow"], zeros, zeros], 1))
+    add("upperleg01.L", torch.stack([zeros, -a["spread"], zeros], 1))
+    add("root", torch.stack([a["lean"], zeros, zeros], 1), mirror=False)
+    add("neck01", torch.stack([a["head"], zeros, zeros], 1), mirror=False)
 
 
 # ----------------------------------------------------------------------------- model
@@ -274,17 +328,36 @@ class BodyModel:
         self,
         shape: torch.Tensor | np.ndarray,
         pose: dict[str, torch.Tensor] | None = None,
+        rest_offsets: np.ndarray | None = None,
     ) -> BodyOutput:
-        """Posed and rest vertices of a batch of shapes ``(B, N_SHAPE)``."""
+        """Posed and rest vertices of a batch of shapes ``(B, N_SHAPE)``.
+
+        ``rest_offsets`` ``(B, V, 3)``, metres: a displacement of the rest mesh that no shape
+        parameter can express (an off-model body), posed with the same skinning as the mesh.
+        """
         phen, local = self.split(shape)
         out = self.anny(pose_parameters=pose or None, phenotype_kwargs=phen, local_changes_kwargs=local)
         verts = out["vertices"]
         rest = out["rest_vertices"].expand_as(verts)
+        if rest_offsets is not None:
+            d = torch.as_tensor(rest_offsets, dtype=verts.dtype, device=verts.device).expand_as(verts)
+            rest = rest + d
+            verts = verts + self._skin_directions(out, d)
         return BodyOutput(
             vertices=verts.float().cpu().numpy(),
             rest_vertices=rest.float().cpu().numpy(),
             faces=self.faces,
         )
+
+    def _skin_directions(self, out: dict[str, torch.Tensor], d: torch.Tensor) -> torch.Tensor:
+        """Rest-pose displacements ``d`` (B, V, 3) carried into the pose: linear blend skinning
+        is linear in the rest position, so a displacement moves by the weighted bone rotations."""
+        skin = out["bone_poses"] @ torch.linalg.inv(out["rest_bone_poses"])  # (B, J, 4, 4)
+        rot = skin[..., :3, :3]
+        idx = self.anny.vertex_bone_indices.long()  # (V, K)
+        w = self.anny.vertex_bone_weights.to(d.dtype)  # (V, K)
+        per_vertex = torch.einsum("vk,bvkij->bvij", w, rot[:, idx])  # (B, V, 3, 3)
+        return torch.einsum("bvij,bvj->bvi", per_vertex, d)
 
     def rest_vertices_torch(
         self, shape: torch.Tensor, vertex_index: torch.Tensor | None = None

@@ -16,6 +16,7 @@ whatever the number of workers, and an interrupted run resumes by skipping finis
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -53,8 +54,23 @@ def _camera(cfg: DataConfig, view: str, rng: np.random.Generator, body_height: f
     return Camera(distance=d, height=h, pitch_deg=aim + rng.normal(0, c.pitch_std_deg), yaw_deg=yaw, roll_deg=roll)
 
 
-def render_batch(model, shapes: np.ndarray, cfg: DataConfig, rng: np.random.Generator, noise=None):
-    """Shapes (B, S) -> front (B, H, W) u8, side (B, H, W) u8, rest vertices (B, V, 3)."""
+def render_batch(
+    model,
+    shapes: np.ndarray,
+    cfg: DataConfig,
+    rng: np.random.Generator,
+    noise=None,
+    offsets: dict | None = None,
+    rest_offsets: np.ndarray | None = None,
+    extra_yaw_deg: np.ndarray | None = None,
+):
+    """Shapes (B, S) -> front (B, H, W) u8, side (B, H, W) u8, rest vertices (B, V, 3).
+
+    The training data uses the defaults. The evaluation splits (:mod:`training.splits`) leave
+    the training distribution with ``offsets`` (view -> :class:`~bodyshape.body_model.PoseOffsets`
+    added to the jittered capture pose), ``rest_offsets`` (B, V, 3) (an off-model body surface)
+    and ``extra_yaw_deg`` (B,) (the body turned further than the camera jitter turns it).
+    """
     from bodyshape.augment import apply_mask_noise
     from bodyshape.body_model import capture_pose
     from bodyshape.render import render_silhouette
@@ -65,13 +81,17 @@ def render_batch(model, shapes: np.ndarray, cfg: DataConfig, rng: np.random.Gene
     views = {}
     rest = None
     for view in ("front", "side"):
-        out = model.forward(shapes, capture_pose(view, b, rng, cfg.pose_jitter))
+        pose = capture_pose(view, b, rng, cfg.pose_jitter, (offsets or {}).get(view))
+        out = model.forward(shapes, pose, rest_offsets)
         rest = out.rest_vertices
         sils = []
         for k in range(b):
             v = out.vertices[k]
             body_h = float(v[:, 2].max() - v[:, 2].min())
-            mask = render_silhouette(v, out.faces, view, _camera(cfg, view, rng, body_h), cfg.render_height_px)
+            camera = _camera(cfg, view, rng, body_h)
+            if extra_yaw_deg is not None:
+                camera = dataclasses.replace(camera, yaw_deg=camera.yaw_deg + float(extra_yaw_deg[k]))
+            mask = render_silhouette(v, out.faces, view, camera, cfg.render_height_px)
             mask = apply_mask_noise(mask, view, rng, noise)
             if rng.random() < cfg.p_flip:
                 mask = mask[:, ::-1]

@@ -1,0 +1,77 @@
+"""Evaluation splits that leave the training distribution (training/splits.py) and their metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bodyshape.assets import have_u2netp
+from bodyshape.measurements import MEASUREMENT_NAMES
+from training.evaluate import split_errors
+from training.splits import MAX_DEFORMATION_M, OFF_MODEL, STANCE, load_split, smooth_deformation
+
+
+def test_split_errors_report_bias_p90_and_repeatability():
+    m = len(MEASUREMENT_NAMES)
+    truth = np.ones((4, m))
+    pred = truth + np.array([0.01, 0.01, 0.03, -0.01])[:, None]  # metres
+    person = np.array([0, 0, 1, 1])
+    e = split_errors(pred, truth, person)["chest"]
+    assert e["mae"] == pytest.approx(15.0) and e["bias"] == pytest.approx(10.0)
+    assert e["p90"] == pytest.approx(np.percentile([10, 10, 30, 10], 90))
+    assert e["repeat_sd"] == pytest.approx(np.mean([0.0, np.std([30, -10], ddof=1)]))
+    assert "repeat_sd" not in split_errors(pred, truth, np.arange(4))["chest"]
+
+
+def test_off_model_deformation_is_smooth_bounded_and_leaves_the_arms():
+    from bodyshape.body_model import get_body_model
+
+    model = get_body_model()
+    rest = model.forward(model.sample_shapes(1, 3)).rest_vertices[0]
+    d = smooth_deformation(model, rest, np.random.default_rng(0))
+    size = np.linalg.norm(d, axis=1)
+    assert size.max() <= MAX_DEFORMATION_M + 1e-6 and size.max() > 0.005
+    arm = np.array([model.bone_labels[b].startswith(("lowerarm", "wrist")) for b in model.dominant_bone])
+    assert size[arm].max() < 1e-4
+    edges = np.concatenate([model.faces[:, [0, 1]], model.faces[:, [1, 2]]])
+    length = np.linalg.norm(rest[edges[:, 0]] - rest[edges[:, 1]], axis=1)
+    slope = np.abs(size[edges[:, 0]] - size[edges[:, 1]]) / np.maximum(length, 1e-6)
+    # smooth: a bump of 3 cm over >= 6 cm changes by at most 0.3 mm per mm, even where bumps add
+    assert slope.max() < 0.6
+
+
+@pytest.mark.parametrize("name", [STANCE, OFF_MODEL])
+def test_rendered_split_is_deterministic_and_cached(name, tmp_path):
+    a = load_split(name, tmp_path, n=3)
+    files = list(tmp_path.glob(f"{name}_*.npz"))
+    assert len(files) == 1
+    b = load_split(name, tmp_path, n=3)  # from the cache
+    c = load_split(name, tmp_path / "again", n=3)  # made again from the seed
+    for x in (b, c):
+        np.testing.assert_array_equal(a.front, x.front)
+        np.testing.assert_array_equal(a.side, x.side)
+        np.testing.assert_allclose(a.truth, x.truth)
+    assert a.front.shape[0] == 3 and set(np.unique(a.front)) <= {0, 255}
+    h = MEASUREMENT_NAMES.index("height")
+    np.testing.assert_allclose(a.height, a.truth[:, h])
+
+
+def test_off_model_truth_is_measured_on_the_deformed_body(tmp_path):
+    from bodyshape.body_model import get_body_model
+    from bodyshape.measurements import get_measurer
+
+    split = load_split(OFF_MODEL, tmp_path, n=2)
+    model = get_body_model()
+    plain = get_measurer().batch(model.forward(model.sample_shapes(2, seed=1103)).rest_vertices)
+    girths = [MEASUREMENT_NAMES.index(g) for g in ("chest", "waist", "hip")]
+    assert np.abs(split.truth[:, girths] - plain[:, girths]).max() > 0.005
+
+
+@pytest.mark.skipif(not have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`")
+def test_repeatability_split_frames_each_person_several_times(tmp_path):
+    from training.splits import REFRAMES, REPEATABILITY
+
+    split = load_split(REPEATABILITY, tmp_path, n=1)
+    assert split.front.shape[0] == REFRAMES and (split.person == 0).all()
+    assert len({f.tobytes() for f in split.front}) > 1  # the re-framings really differ
+    assert np.ptp(split.truth, axis=0).max() == 0  # ... of one and the same body

@@ -1,0 +1,314 @@
+"""Evaluation splits that leave the training distribution on purpose.
+
+Every accuracy number measured only on the training distribution flatters the product. Each
+split here is generated from its own seed (never used for training data, which uses seeds 0
+and 3), deterministically, and cached under ``data/eval/``:
+
+==================  =========================================================================
+in_distribution     the held-out test set (``bodyshape generate --n 1000 --seed 1``): capture
+                    pose, training jitter, training mask noise.
+stance              feet from together (thighs touching, then overlapping: -12 deg per leg) to
+                    wide (+15 deg), well beyond the training jitter (SD 3 deg).
+arms                arm abduction 20-70 deg from the body (rest: 45), elbows bent 0-20 deg, arms
+                    swung forwards/backwards +-15 deg, whole-body yaw +-10 deg, lean +-5 deg.
+off_model           bodies no shape vector can express: the rest surface pushed in or out by up
+                    to 3 cm along its normal with smooth Gaussian bumps at the belly, chest,
+                    hips, buttocks and thighs (arms left alone), posed with Anny's own skinning;
+                    the truth is measured on the deformed mesh with the same code.
+photo               synthetic photo pairs (:mod:`demo.synthetic`: shaded person, room,
+                    JPEG) with hair and a loose-clothing margin on the torso, through rembg and
+                    the page's normalisation (:func:`bodyshape.photo.photo_to_silhouette`).
+repeatability       each of 30 photo pairs re-framed 10 times as a second capture would differ
+                    (scale 0.6-1.0, camera roll SD 2 deg, shift, brightness +-20%, JPEG
+                    60-95); reported as the SD of each measurement per person.
+==================  =========================================================================
+
+The truth is always the measurement of the true rest mesh at its true height, and every model
+gets the true height, as the page does with the typed height.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bodyshape.body_model import BodyModel, PoseOffsets, get_body_model
+from bodyshape.errors import BodyShapeError
+from training.config import DataConfig
+
+IN_DISTRIBUTION, STANCE, ARMS, OFF_MODEL, PHOTO, REPEATABILITY = (
+    "in_distribution", "stance", "arms", "off_model", "photo", "repeatability",
+)
+SPLITS = (IN_DISTRIBUTION, STANCE, ARMS, OFF_MODEL, PHOTO, REPEATABILITY)
+#: Seeds of the splits: none is a training-data seed (0, 3) and each split has its own.
+SPLIT_SEEDS = {IN_DISTRIBUTION: 1, STANCE: 1101, ARMS: 1102, OFF_MODEL: 1103, PHOTO: 1104, REPEATABILITY: 1105}
+#: Bodies per split (repeatability: persons, each photographed REFRAMES times).
+SPLIT_SIZES = {IN_DISTRIBUTION: 1000, STANCE: 300, ARMS: 300, OFF_MODEL: 300, PHOTO: 200, REPEATABILITY: 30}
+REFRAMES = 10
+#: Largest off-model displacement of the surface, metres.
+MAX_DEFORMATION_M = 0.03
+FORMAT = 1
+
+
+@dataclass
+class Split:
+    """One evaluation split: network inputs and the truth they must reproduce."""
+
+    name: str
+    front: np.ndarray  # (N, H, W) uint8 0/255, normalised
+    side: np.ndarray  # (N, H, W) uint8 0/255, normalised
+    height: np.ndarray  # (N,) metres, the true height (what the user types)
+    truth: np.ndarray  # (N, M) metres, measurements of the true rest mesh (MEASUREMENT_NAMES)
+    person: np.ndarray  # (N,) int: which body each row shows (repeatability: 10 rows a body)
+
+
+# ----------------------------------------------------------------------------- rendered splits
+def _uniform(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
+    return rng.uniform(lo, hi, n)
+
+
+def stance_offsets(rng: np.random.Generator, n: int) -> dict[str, PoseOffsets]:
+    """Legs from together (thighs overlapping) to wide; the same stance in both photos."""
+    spread = _uniform(rng, -12.0, 15.0, n)
+    return {view: PoseOffsets(leg_spread=spread) for view in ("front", "side")}
+
+
+def arm_offsets(rng: np.random.Generator, n: int) -> dict[str, PoseOffsets]:
+    """Arms and posture: abduction 20-70 deg (front), elbows, swing (side), lean (both)."""
+    lean = _uniform(rng, -5.0, 5.0, n)
+    front = PoseOffsets(arm_abduction=_uniform(rng, -25.0, 25.0, n), elbow=_uniform(rng, 0.0, 20.0, n), torso_lean=lean)
+    side = PoseOffsets(arm_swing=_uniform(rng, -15.0, 15.0, n), elbow=_uniform(rng, 0.0, 20.0, n), torso_lean=lean)
+    return {"front": front, "side": side}
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit area-weighted vertex normals (V, 3) of one mesh."""
+    tri = vertices[faces]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    vn = np.zeros_like(vertices)
+    for k in range(3):
+        np.add.at(vn, faces[:, k], fn)
+    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
+
+
+_ARM_BONES = ("clavicle", "shoulder01", "upperarm", "lowerarm", "wrist", "finger", "metacarpal")
+
+
+def _arm_vertices(model: BodyModel) -> np.ndarray:
+    """(V,) bool: vertices skinned mainly to an arm bone."""
+    return np.array([model.bone_labels[b].startswith(_ARM_BONES) for b in model.dominant_bone])
+
+
+def _body_weight(model: BodyModel) -> np.ndarray:
+    """(V,) in [0, 1]: 1 minus each vertex's skinning weight on arm bones, so that a bump fades
+    out smoothly at the shoulders and armpits instead of stopping at a seam."""
+    is_arm = np.array([lbl.startswith(_ARM_BONES) for lbl in model.bone_labels])
+    idx = model.anny.vertex_bone_indices.cpu().numpy()
+    w = model.anny.vertex_bone_weights.cpu().numpy()
+    return 1.0 - (w * is_arm[idx]).sum(1)
+
+
+def _bump_centres(v: np.ndarray, body: np.ndarray) -> list[np.ndarray]:
+    """Belly, chest, buttocks, both hips and both thighs of one rest mesh (metres, Z up, -Y front)."""
+    z = v[:, 2]
+    floor, stature = z.min(), np.ptp(z)
+
+    def extreme(level: float, score: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+        band = body & (np.abs(z - (floor + level * stature)) < 0.02 * stature)
+        if where is not None:
+            band &= where
+        idx = np.flatnonzero(band)
+        return v[idx[np.argmax(score[idx])]]
+
+    x, y = v[:, 0], v[:, 1]
+    centre = np.abs(x) < 0.04
+    return [
+        extreme(0.58, -y, centre),  # belly: frontmost near the mid-line
+        extreme(0.72, -y),  # chest / bust
+        extreme(0.50, y, centre),  # buttocks: backmost
+        extreme(0.52, x),  # left hip (+x)
+        extreme(0.52, -x),  # right hip
+        extreme(0.43, -y, x > 0),  # front of the left thigh
+        extreme(0.43, -y, x < 0),  # front of the right thigh
+    ]
+
+
+def smooth_deformation(model: BodyModel, rest: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Displacements (V, 3), metres, of one rest mesh (V, 3): smooth bumps, at most MAX_DEFORMATION_M.
+
+    Each region gets a Gaussian bump along the surface normal, amplitude uniform in
+    +-3 cm and radius 6-12 cm; the arms do not move (faded out by their skinning weight).
+    Bumps that overlap add, so the sum is clipped to the 3 cm limit.
+    """
+    v = rest.astype(np.float64)
+    amount = np.zeros(len(v))
+    for c in _bump_centres(v, ~_arm_vertices(model)):
+        a, r = rng.uniform(-MAX_DEFORMATION_M, MAX_DEFORMATION_M), rng.uniform(0.06, 0.12)
+        amount += a * np.exp(-np.sum((v - c) ** 2, axis=1) / (2 * r * r))
+    amount = np.clip(amount, -MAX_DEFORMATION_M, MAX_DEFORMATION_M) * _body_weight(model)
+    return (amount[:, None] * vertex_normals(v, model.faces)).astype(np.float32)
+
+
+def true_rest_meshes(name: str, model: BodyModel, shapes: np.ndarray, seed: int, first: int = 0) -> np.ndarray:
+    """Rest meshes (B, V, 3) of bodies ``first ...`` of a split: Anny's, deformed for off_model.
+
+    Each off-model body's deformation is drawn from its own seed, so the truth can be
+    recomputed from the shapes alone (the cache keeps silhouettes and shapes, not meshes:
+    a change of a measurement definition never leaves a stale truth behind).
+    """
+    rest = model.forward(shapes).rest_vertices
+    if name == OFF_MODEL:
+        for k in range(len(rest)):
+            rng = np.random.default_rng(np.random.SeedSequence([seed, 11, first + k]))
+            rest[k] += smooth_deformation(model, rest[k], rng)
+    return rest
+
+
+def _render_split(name: str, n: int, seed: int, model: BodyModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(front, side, shapes) of a split rendered like the training data but for its own factor."""
+    from training.generate import render_batch
+
+    cfg = DataConfig()
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    shapes = model.sample_shapes(n, seed=seed)
+    fronts, sides = [], []
+    for c0 in range(0, n, 50):
+        chunk = shapes[c0 : c0 + 50]
+        b = len(chunk)
+        offsets, deltas, yaw = None, None, None
+        if name == STANCE:
+            offsets = stance_offsets(rng, b)
+        elif name == ARMS:
+            offsets, yaw = arm_offsets(rng, b), _uniform(rng, -10.0, 10.0, b)
+        elif name == OFF_MODEL:
+            deltas = true_rest_meshes(name, model, chunk, seed, c0) - model.forward(chunk).rest_vertices
+        f, s, _ = render_batch(model, chunk, cfg, rng, offsets=offsets, rest_offsets=deltas, extra_yaw_deg=yaw)
+        fronts.append(f)
+        sides.append(s)
+    return np.concatenate(fronts), np.concatenate(sides), shapes
+
+
+# ----------------------------------------------------------------------------- photo splits
+def dress(mask: np.ndarray, view: str, rng: np.random.Generator) -> np.ndarray:
+    """Hair and a loose-clothing margin (0.5-1.5 cm) on the torso of a rendered mask (a copy)."""
+    import cv2
+
+    from bodyshape.augment import add_hair
+
+    out = mask.copy()
+    rows = np.flatnonzero(out.any(1))
+    top, h = rows[0], rows[-1] - rows[0]
+    px = max(1, round(rng.uniform(0.005, 0.015) / 1.7 * h))  # cm of cloth at a 1.7 m scale
+    torso = slice(top + int(0.19 * h), top + int(0.60 * h))
+    grown = cv2.dilate(out, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1)))
+    out[torso] = grown[torso]
+    add_hair(out, view, rng)
+    return out
+
+
+def reframe(photo_masks: tuple[np.ndarray, np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A second capture of the same person: scale, roll, shift, brightness and JPEG quality differ."""
+    import cv2
+
+    from demo.synthetic import compose_photo
+
+    quality = int(rng.integers(60, 96))
+    photos = []
+    for mask in photo_masks:
+        img = compose_photo(mask, rng, body_frac=0.9 * rng.uniform(0.6, 1.0), centers=[0.5 + rng.uniform(-0.06, 0.06)],
+                            shift_y=-rng.uniform(0.0, 0.04), jpeg_quality=95)
+        h, w = img.shape[:2]
+        rot = cv2.getRotationMatrix2D((w / 2, h / 2), rng.normal(0, 2.0), 1.0)
+        img = cv2.warpAffine(img, rot, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        img = np.clip(img.astype(np.float32) * rng.uniform(0.8, 1.2), 0, 255).astype(np.uint8)
+        _, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        photos.append(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy())
+    return photos[0], photos[1]
+
+
+def _photo_split(name: str, n: int, seed: int, model: BodyModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(front, side, shapes) of photos of known bodies through rembg and the page's normalisation;
+    repeatability has REFRAMES rows a body, one after another."""
+    from tqdm import tqdm
+
+    from bodyshape.photo import check_view_pair, photo_to_silhouette
+    from demo.synthetic import compose_photo, render_masks
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    shapes = model.sample_shapes(n, seed=seed)
+    reframes = REFRAMES if name == REPEATABILITY else 1
+    fronts, sides = [], []
+    for i in tqdm(range(n), desc=name, unit="body"):
+        masks = tuple(dress(m, view, rng) for m, view in zip(render_masks(shapes[i]), ("front", "side"), strict=True))
+        for _ in range(reframes):
+            if name == REPEATABILITY:
+                pair = reframe(masks, rng)
+            else:
+                pair = tuple(compose_photo(m, rng, body_frac=rng.uniform(0.65, 0.9)) for m in masks)
+            f, s = (photo_to_silhouette(p, view) for p, view in zip(pair, ("front", "side"), strict=True))
+            check_view_pair(f, s)
+            fronts.append(f.silhouette)
+            sides.append(s.silhouette)
+    return np.stack(fronts), np.stack(sides), np.repeat(shapes, reframes, axis=0)
+
+
+def _in_distribution(n: int, seed: int, folder: Path) -> Split:
+    """Today's held-out test set (the same seed and generator give the same bytes)."""
+    from bodyshape.measurements import get_measurer
+    from bodyshape.reconstruct import mesh_from_shape
+    from training.dataset import load_dataset
+    from training.generate import generate
+
+    if not (folder / "manifest.json").exists():
+        generate(dataclasses.replace(DataConfig(), n=n, seed=seed), folder)
+    ds = load_dataset(folder, limit=n)
+    rest = np.concatenate([mesh_from_shape(ds.shape[i : i + 100], ds.height[i : i + 100]) for i in range(0, len(ds), 100)])
+    truth = get_measurer().batch(rest)
+    return Split(IN_DISTRIBUTION, ds.unpack(ds.front), ds.unpack(ds.side), ds.height.copy(), truth, np.arange(len(ds)))
+
+
+# ----------------------------------------------------------------------------- cache
+def _split_from_arrays(name: str, seed: int, front: np.ndarray, side: np.ndarray, shapes: np.ndarray) -> Split:
+    """A split with its truth measured now, with the current measurement code."""
+    from bodyshape.measurements import MEASUREMENT_NAMES, get_measurer
+
+    model = get_body_model()
+    reframes = REFRAMES if name == REPEATABILITY else 1
+    bodies = shapes[::reframes]
+    truth = np.concatenate([
+        get_measurer().batch(true_rest_meshes(name, model, bodies[i : i + 50], seed, i)) for i in range(0, len(bodies), 50)
+    ])
+    person = np.repeat(np.arange(len(bodies)), reframes)
+    truth = truth[person]
+    height = truth[:, MEASUREMENT_NAMES.index("height")].copy()
+    return Split(name, front, side, height, truth, person)
+
+
+def load_split(name: str, folder: str | Path, n: int | None = None, seed: int | None = None) -> Split:
+    """The split ``name`` from ``folder`` (``data/eval``), generated there first if missing.
+
+    The cache keeps the silhouettes and the true shape vectors; the truth is measured when the
+    split is loaded, so it always follows the current measurement definitions.
+    """
+    if name not in SPLITS:
+        raise BodyShapeError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+    folder = Path(folder)
+    n = SPLIT_SIZES[name] if n is None else n
+    seed = SPLIT_SEEDS[name] if seed is None else seed
+    if name == IN_DISTRIBUTION:
+        return _in_distribution(n, seed, folder / f"{name}_seed{seed}")
+    path = folder / f"{name}_n{n}_seed{seed}_v{FORMAT}.npz"
+    if not path.exists():
+        from training.generate import write_npz
+
+        builder = _photo_split if name in (PHOTO, REPEATABILITY) else _render_split
+        front, side, shapes = builder(name, n, seed, get_body_model())
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        write_npz(tmp, {"front": front, "side": side, "shape": shapes})
+        tmp.replace(path)
+    with np.load(path) as z:
+        return _split_from_arrays(name, seed, z["front"], z["side"], z["shape"])
