@@ -40,9 +40,9 @@ upper_arm          upper arm girth             left arm, perpendicular to the up
 inseam             inside leg length           crotch height: floor to the lowest mid-line point of the
                    (crotch height)             trunk above the knees, vertical.
 shoulder           shoulder width as ANSUR's   biacromial breadth: straight distance acromion to acromion.
-                   biacromial breadth          Acromion = the corner of the shoulder outline (seen from the
-                                               front, the point of the top outline between the neck and the
-                                               elbow farthest above their chord).
+                   biacromial breadth          Acromion = the highest skin point 1.5 cm (for a 1.7 m body)
+                                               lateral of the shoulder joint centre, near its depth (the top
+                                               of the shoulder above the humeral head).
 arm_length         arm length                  tape polyline acromion -> olecranon (the outer point of the
                                                elbow bend) -> ulnar styloid (the wrist point on the same,
                                                posterior side): left arm, rest pose (elbow slightly bent).
@@ -100,7 +100,7 @@ upper_arm | Upper arm | upper arm girth | Arm relaxed at the side: round the arm
 inseam | Inside leg | inside leg length (crotch height) | Barefoot: floor straight up to the crotch (a book pushed up between the legs helps).
 shoulder | Shoulder width | shoulder width (biacromial breadth, straight) | Straight across the back from one shoulder tip (bony point at the end of the shoulder) to the other, e.g. with a ruler held level; not over the curve.
 arm_length | Arm length | arm length | Arm hanging, elbow slightly bent: from the shoulder tip over the elbow point to the wrist bone on the little-finger side.
-underbust | Underbust | underbust girth | Tape level round the ribcage directly under the breasts (the bra band line).
+underbust | Underbust | underbust girth | Tape level round the ribcage directly under the breasts (the bra band line); men: just below the chest muscles.
 wrist | Wrist | wrist girth | Round the wrist over the bony bump on the little-finger side.
 calf | Calf | calf girth | Standing, tape level round the fullest part of the calf.
 outside_leg | Outside leg | outside leg length | From the waist at the side, over the hip, then straight down the outside of the leg to the floor.

@@ -35,6 +35,7 @@ import numpy as np
 
 from bodyshape.errors import BodyShapeError
 from bodyshape.paths import PACKAGE_DIR, REPO_DIR
+from bodyshape.report import write_block
 
 SURVEY_FILE = PACKAGE_DIR / "data" / "ansur2_summary.csv"
 DOC_FILE = REPO_DIR / "docs" / "measurements.md"
@@ -218,8 +219,6 @@ def compare(pop: Population, survey: dict[str, dict[str, dict[str, float]]]) -> 
 
 
 # ----------------------------------------------------------------------------- report
-MARK_BEGIN = "<!-- population table: written by `bodyshape population`, do not edit by hand -->"
-MARK_END = "<!-- end of population table -->"
 
 
 def _cell(stats: tuple[float, ...], scale: float) -> tuple[str, str]:
@@ -234,7 +233,6 @@ def _z(z: float) -> str:
 def render_table(rows: list[Row], n: int, seed: int, seconds: float) -> str:
     """The markdown block written into docs/measurements.md."""
     lines = [
-        MARK_BEGIN,
         f"`bodyshape population --n {n} --seed {seed}`, {datetime.date.today().isoformat()}, "
         f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, {seconds:.0f} s. "
         f"cm (weight: kg, volume x {BODY_DENSITY:.0f} kg/m^3). Survey: ANSUR II (US Army 2012). "
@@ -252,21 +250,7 @@ def render_table(rows: list[Row], n: int, seed: int, seconds: float) -> str:
         note = SURVEY_NOTES.get(r.name, "")
         lines.append(f"| {r.sex} | {r.name} (`{col}`) | {r.n} | {om} | {sm} | {op} | {sp} | {_z(r.z_mean)} "
                      f"| {r.n_matched} | {_z(r.z_matched)} | {note} |")
-    lines.append(MARK_END)
     return "\n".join(lines)
-
-
-def write_into_doc(block: str, doc: Path = DOC_FILE) -> Path:
-    """Replace the marked block of ``doc`` (or append it) with ``block``."""
-    text = doc.read_text() if doc.is_file() else "# Measurements\n"
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
-    return doc
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -291,5 +275,5 @@ def run(args: argparse.Namespace) -> int:
     block = render_table(rows, args.n, args.seed, time.perf_counter() - t0)
     print(block)
     if not args.no_write:
-        print(f"written into {write_into_doc(block, args.doc)}")
+        print(f"written into {write_block(args.doc, 'bodyshape population', block, 'Measurements')}")
     return 0

@@ -24,7 +24,14 @@ from bodyshape.silhouette import bounding_box
 from demo.backend import Backend
 from demo.files import Downloads, Uploads
 from demo.mask_cache import RecentMasks
-from demo.pipeline import Result, measurement_rows, mesh_figure, reconstruct_silhouettes, write_outputs
+from demo.pipeline import (
+    HOW_TO_HEADER,
+    Result,
+    measurement_rows,
+    mesh_figure,
+    reconstruct_silhouettes,
+    write_outputs,
+)
 
 log = logging.getLogger("bodyshape.demo")
 
@@ -42,7 +49,7 @@ class Reconstruction:
     front_preview: np.ndarray  # (128, 96) x PREVIEW_ZOOM uint8: what the network saw
     side_preview: np.ndarray
     figure: Any  # plotly Figure of the mesh
-    table: Any  # pandas DataFrame [Measurement, <units>]
+    table: Any  # pandas DataFrame [Measurement, <units>, How to measure it yourself]
     files: list[str]  # OBJ, GLB, CSV, JSON
     measurements: dict[str, float]  # metres
     cache: dict[str, PhotoSilhouette]  # the session's masks by upload path (no photo pixels)
@@ -66,10 +73,11 @@ PageResult = Reconstruction | Failure
 
 
 def measurement_table(measurements: dict[str, float], units: str):
-    """The measurements as the page's table (a DataFrame; empty for no body)."""
+    """The measurements as the page's table (a DataFrame; empty for no body): label, value in
+    ``units``, how to measure it yourself."""
     import pandas as pd
 
-    return pd.DataFrame(measurement_rows(measurements, units), columns=["Measurement", units])
+    return pd.DataFrame(measurement_rows(measurements, units), columns=["Measurement", units, HOW_TO_HEADER])
 
 
 class DemoHandler:

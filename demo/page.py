@@ -26,7 +26,7 @@ from demo.backend import Backend
 from demo.files import upload_path
 from demo.handler import DemoHandler, Failure, PageResult, measurement_table
 from demo.make_assets import GUIDE, load_examples
-from demo.pipeline import placeholder_figure
+from demo.pipeline import HOW_TO_HEADER, placeholder_figure
 
 #: Reconstructions run at the same time; the others wait in Gradio's queue. Chosen for 2 CPU
 #: cores by `bodyshape loadtest` (8 users, interleaved 45 s rounds, one Triton; numbers in
@@ -70,6 +70,9 @@ CAPTURE_TEXT = f"""
    back, no shoes.
 5. Enter your height: it sets the size of the body ({MIN_HEIGHT_CM:.0f}–{MAX_HEIGHT_CM:.0f} cm).
 
+The measurements are defined as ISO 8559-1 (the clothing-size standard) defines them, the way a
+tape measure takes them; the table says how to take each one yourself, to compare.
+
 Photos are used for this one computation and deleted right after it; nothing is stored.
 """
 
@@ -100,7 +103,7 @@ def _header() -> None:
     gr.Markdown(
         "# 3D body shape from two photos\n"
         "Upload a front and a side photo, type your height, press **Reconstruct**. "
-        "You get a 3D body you can rotate, its measurements and the mesh as OBJ/GLB."
+        "You get a 3D body you can rotate, its measurements (cm or inches) and the mesh as OBJ/GLB."
     )
     with gr.Accordion("How to take the photos (pose and framing)", open=True):
         with gr.Row():
@@ -149,12 +152,15 @@ def _results() -> dict[str, Any]:
         with gr.Column(scale=2):
             c["figure"] = gr.Plot(placeholder_figure(), label="3D body (drag to rotate)", elem_id="mesh_plot")
         with gr.Column(scale=1):
-            c["table"] = gr.Dataframe(
-                headers=["Measurement", "cm"], datatype=["str", "number"],
-                label="Measurements", interactive=False, elem_id="measurements",
-            )  # fmt: skip
-            c["files"] = gr.File(label="Downloads (mesh OBJ/GLB in metres, measurements CSV/JSON)",
+            c["files"] = gr.File(label="Downloads (mesh OBJ/GLB in metres, measurements CSV/JSON in cm and inches)",
                                  file_count="multiple", interactive=False, elem_id="downloads")  # fmt: skip
+    # Full width: each row also says how to take the measurement yourself. Tall enough to show
+    # every row without a scroll bar (Gradio's default max_height is 500 px).
+    c["table"] = gr.Dataframe(
+        headers=["Measurement", "cm", HOW_TO_HEADER], datatype=["str", "number", "str"],
+        label="Measurements (ISO 8559-1 definitions, as a tape measure takes them)", interactive=False,
+        elem_id="measurements", wrap=True, column_widths=["16%", "8%", "76%"], max_height=2000,
+    )  # fmt: skip
     return c
 
 

@@ -19,23 +19,20 @@ from pathlib import Path
 import numpy as np
 
 from bodyshape.errors import BodyShapeError
+from bodyshape.measurements import MEASUREMENTS, Measurement
 from bodyshape.photo import PhotoSilhouette, Segmenter, check_view_pair, get_segmenter, photo_to_silhouette
 from bodyshape.reconstruct import check_height_cm
 
-#: Human labels, in table order; values are metres in ``measure()``'s output.
-MEASUREMENT_LABELS: dict[str, str] = {
-    "height": "Height",
-    "chest": "Chest girth",
-    "waist": "Waist girth",
-    "hip": "Hip girth",
-    "neck": "Neck girth",
-    "thigh": "Thigh girth",
-    "upper_arm": "Upper-arm girth",
-    "inseam": "Inseam (crotch height)",
-    "shoulder": "Shoulder width",
-    "arm_length": "Arm length",
-}
 CM_PER_INCH = 2.54
+#: The page table's column with each measurement's "how to measure this yourself" line.
+HOW_TO_HEADER = "How to measure it yourself"
+#: What the numbers are, for the JSON download.
+MEASUREMENT_NOTES = (
+    "Measurements as ISO 8559-1 defines them, on the reconstructed rest-pose mesh: girths are "
+    "convex-hull (tape-measure) perimeters of a plane section, surface lengths follow the body's "
+    "outline as a tape does, height, inside leg and shoulder width are straight. Definitions on the "
+    "mesh: bodyshape/measurements.py and docs/measurements.md."
+)
 
 
 @dataclass
@@ -93,27 +90,65 @@ def reconstruct_photos(front_src, side_src, height_cm, backend, segmenter: Segme
 
 
 # ----------------------------------------------------------------------------- presentation
+@dataclass(frozen=True)
+class MeasurementValue:
+    """One measurement as people read it: its definition (label, ISO term, how to measure it
+    yourself; from :data:`bodyshape.measurements.MEASUREMENTS`) and its value."""
+
+    spec: Measurement
+    cm: float
+
+    @property
+    def inches(self) -> float:
+        return self.cm / CM_PER_INCH
+
+    def value(self, units: str) -> float:
+        """The value in ``units`` ("cm" or "in"), rounded to 1 decimal for tables."""
+        return round(self.cm if units == "cm" else self.inches, 1)
+
+
+def measurement_values(measurements: dict[str, float]) -> list[MeasurementValue]:
+    """The measurements (metres) in the order of ``MEASUREMENT_NAMES``, each with its definition."""
+    return [MeasurementValue(m, measurements[m.name] * 100) for m in MEASUREMENTS if m.name in measurements]
+
+
 def measurement_rows(measurements: dict[str, float], units: str = "cm") -> list[list]:
-    """[[label, value], ...] for a table; ``units`` ("cm" or "in") is the value's unit."""
+    """[[label, value, how to measure it yourself], ...] for a table; ``units`` ("cm" or "in")."""
     if units not in ("cm", "in"):
         raise BodyShapeError(f"units must be 'cm' or 'in', got {units!r}")
-    rows = []
-    for key, label in MEASUREMENT_LABELS.items():
-        if key not in measurements:
-            continue
-        cm = measurements[key] * 100
-        rows.append([label, round(cm if units == "cm" else cm / CM_PER_INCH, 1)])
-    return rows
+    return [[v.spec.label, v.value(units), v.spec.how_to_measure] for v in measurement_values(measurements)]
 
 
 def measurements_json(result: Result) -> dict:
+    """The JSON download: values in cm and in inches, and each measurement's definition."""
+    values = measurement_values(result.measurements)
     return {
         "height_input_cm": round(result.height_m * 100, 1),
-        "measurements_cm": {k: round(v * 100, 2) for k, v in result.measurements.items()},
+        "units": "measurements_cm: centimetres; measurements_in: inches (cm / 2.54)",
+        "measurements_cm": {v.spec.name: round(v.cm, 2) for v in values},
+        "measurements_in": {v.spec.name: round(v.inches, 2) for v in values},
+        "definitions": {
+            v.spec.name: {
+                "label": v.spec.label,
+                "iso_8559_1_term": v.spec.iso_term,
+                "how_to_measure": v.spec.how_to_measure,
+            }
+            for v in values
+        },
         "shape_parameters": [round(float(x), 5) for x in result.shape],
         "model": result.backend,
-        "notes": "girths are convex-hull (tape-measure) perimeters on the reconstructed rest-pose mesh",
+        "notes": MEASUREMENT_NOTES,
     }
+
+
+def write_measurements_csv(measurements: dict[str, float], path: Path) -> None:
+    """One row per measurement: key, label, cm, inches, ISO 8559-1 term, how to measure it."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["measurement", "label", "cm", "in", "iso_8559_1_term", "how_to_measure"])
+        for v in measurement_values(measurements):
+            w.writerow([v.spec.name, v.spec.label, f"{v.cm:.1f}", f"{v.inches:.1f}", v.spec.iso_term,
+                        v.spec.how_to_measure])  # fmt: skip
 
 
 def write_outputs(result: Result, out_dir: str | Path, stem: str = "body") -> dict[str, Path]:
@@ -131,13 +166,7 @@ def write_outputs(result: Result, out_dir: str | Path, stem: str = "body") -> di
     }
     mesh.export(paths["obj"], file_type="obj", include_normals=False, include_texture=False)
     mesh.export(paths["glb"], file_type="glb")
-    with open(paths["csv"], "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["measurement", "cm", "in"])
-        for key, label in MEASUREMENT_LABELS.items():
-            if key in result.measurements:
-                cm = result.measurements[key] * 100
-                w.writerow([label, f"{cm:.1f}", f"{cm / CM_PER_INCH:.1f}"])
+    write_measurements_csv(result.measurements, paths["csv"])
     paths["json"].write_text(json.dumps(measurements_json(result), indent=2))
     return paths
 

@@ -1,7 +1,8 @@
 """``bodyshape reconstruct front.jpg side.jpg --height 178 -o body.obj``: the page's path, no page.
 
 Writes the mesh (``.obj``, or ``.glb`` by the output's suffix; metres, Z up) and, next to it,
-``<stem>_measurements.json`` (and ``.csv``), and prints the measurements. Uses the bundled
+``<stem>_measurements.json`` (and ``.csv``), and prints the measurements in cm and inches
+(``--explain``: each with how to measure it yourself, to compare). Uses the bundled
 Triton server unless ``--triton-url`` (or env ``BODYSHAPE_TRITON_URL``) names one;
 ``--local`` runs the network in this process instead (no server).
 """
@@ -29,6 +30,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local", action="store_true", help="run the network in this process (no Triton)")
     parser.add_argument("--save-silhouettes", action="store_true",
                         help="also write the two normalised silhouettes the network saw (PNG)")  # fmt: skip
+    parser.add_argument("--explain", action="store_true",
+                        help="under each measurement, print how to measure it yourself (ISO 8559-1)")  # fmt: skip
+
+
+def measurement_lines(measurements: dict[str, float], explain: bool = False) -> list[str]:
+    """The printed table: label, cm, inches (and the "how to measure" line with ``explain``)."""
+    from demo.pipeline import measurement_values
+
+    lines = []
+    for v in measurement_values(measurements):
+        lines.append(f"  {v.spec.label:18s} {v.cm:6.1f} cm {v.inches:6.1f} in")
+        if explain:
+            lines.append(f"      {v.spec.how_to_measure}")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from bodyshape.assets import u2netp_path
     from bodyshape.reconstruct import check_height_cm
     from demo.backend import open_backend
-    from demo.pipeline import MEASUREMENT_LABELS, reconstruct_photos, write_outputs
+    from demo.pipeline import reconstruct_photos, write_outputs
 
     check_height_cm(args.height)  # before starting a server
     u2netp_path()  # rembg's weights: fail now, naming `bodyshape setup`, not after starting Triton
@@ -66,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
         for view in ("front", "side"):
             cv2.imwrite(str(out.parent / f"{stem}_{view}_silhouette.png"), getattr(result, view).silhouette)
     print(f"mesh: {out}\nmeasurements: {out.parent / (stem + '_measurements.json')}")
-    for key, label in MEASUREMENT_LABELS.items():
-        if key in result.measurements:
-            print(f"  {label:24s} {result.measurements[key] * 100:6.1f} cm")
+    print("\n".join(measurement_lines(result.measurements, args.explain)))
+    if not args.explain:
+        print("  (--explain: how to measure each yourself, to compare)")
     t = result.timings
     print(
         f"time: rembg {t['rembg']:.2f} s, model ({backend.name}) {t['model']:.2f} s, measurements {t['measure']:.2f} s"

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from bodyshape.assets import have_u2netp
+from bodyshape.measurements import BY_NAME, MEASUREMENTS
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -105,16 +106,14 @@ def _upload(page, front, side, height):
 
 
 def _table(page) -> dict[str, float]:
-    """{label: value} read off the rendered measurements table."""
-    from demo.pipeline import MEASUREMENT_LABELS
-
-    labels = set(MEASUREMENT_LABELS.values())
+    """{label: (value, next cell)} read off the rendered measurements table (cells are lines)."""
+    labels = {m.label for m in MEASUREMENTS}
     lines = [t.strip() for t in page.locator("#measurements").inner_text().splitlines() if t.strip()]
     out = {}
-    for label, value in zip(lines, lines[1:], strict=False):
+    for label, value, how in zip(lines, lines[1:], lines[2:], strict=False):
         if label in labels:
             try:
-                out[label] = float(value)
+                out[label] = (float(value), how)
             except ValueError:
                 pass  # a header or another cell
     return out
@@ -161,18 +160,21 @@ def test_photos_to_mesh_and_measurements(page, photos):
     # Silhouette previews and the measurements table, with plausible values.
     assert page.locator("#front_sil img").count() == 1 and page.locator("#side_sil img").count() == 1
     table = _table(page)
-    assert table["Height"] == pytest.approx(photos["height_cm"], abs=0.3)
-    for name in ("Chest girth", "Waist girth", "Hip girth"):
-        assert 40 < table[name] < 200, (name, table[name])
+    # Every measurement, in order of MEASUREMENTS, with its "how to measure it yourself" line.
+    assert list(table) == [m.label for m in MEASUREMENTS]
+    assert all(table[m.label][1] == m.how_to_measure for m in MEASUREMENTS), table
+    assert table[BY_NAME["height"].label][0] == pytest.approx(photos["height_cm"], abs=0.3)
+    for name in ("chest", "waist", "hip"):
+        assert 40 < table[BY_NAME[name].label][0] < 200, (name, table)
     assert page.locator("#downloads").inner_text().count(".") >= 4  # OBJ, GLB, CSV, JSON
     # Inches on request.
     page.locator("#units label", has_text="in").click()
-    page.wait_for_function(
-        "document.querySelector('#measurements') && document.querySelector('#measurements').innerText.includes('in')"
-    )
-    time.sleep(0.5)
-    table_in = _table(page)
-    assert table_in["Height"] == pytest.approx(photos["height_cm"] / 2.54, abs=0.2)
+    deadline = time.monotonic() + 30
+    while (table_in := _table(page)) == table and time.monotonic() < deadline:
+        time.sleep(0.2)  # until the table shows the new units
+    assert list(table_in) == list(table)
+    for label, (cm, _) in table.items():
+        assert table_in[label][0] == pytest.approx(cm / 2.54, abs=0.08), label  # both rounded to 0.1
     if os.environ.get("BODYSHAPE_SCREENSHOT"):
         page.locator("#units label", has_text="cm").click()
         time.sleep(1.0)

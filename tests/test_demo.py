@@ -5,8 +5,10 @@ only means something with trained weights: it is skipped while the shipped weigh
 ``trained: False`` in their metadata.
 """
 
+import csv
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import trimesh
 
 from bodyshape.assets import have_u2netp
 from bodyshape.checkpoint import read_metadata
+from bodyshape.measurements import BY_NAME, MEASUREMENT_NAMES
 from bodyshape.paths import WEIGHTS_DIR
 from demo.backend import BackendUnavailableError
 from demo.make_assets import load_examples, true_measurements
@@ -73,10 +76,68 @@ def test_pipeline_outputs(local_handler, example, tmp_path):
     assert sum(len(g.vertices) for g in glb.geometry.values()) == 13718
     js = json.loads(paths["json"].read_text())
     assert js["measurements_cm"]["height"] == pytest.approx(example["height_cm"], abs=0.2)
-    assert paths["csv"].read_text().splitlines()[0] == "measurement,cm,in"
-    cm = dict(measurement_rows(r.measurements, "cm"))
-    inch = dict(measurement_rows(r.measurements, "in"))
-    assert inch["Height"] == pytest.approx(cm["Height"] / 2.54, abs=0.06)
+    assert list(js["measurements_cm"]) == list(MEASUREMENT_NAMES)  # every measurement, in order
+    header = paths["csv"].read_text().splitlines()[0]
+    assert header == "measurement,label,cm,in,iso_8559_1_term,how_to_measure"
+    label = BY_NAME["height"].label
+    cm = {row[0]: row[1] for row in measurement_rows(r.measurements, "cm")}
+    inch = {row[0]: row[1] for row in measurement_rows(r.measurements, "in")}
+    assert inch[label] == pytest.approx(cm[label] / 2.54, abs=0.06)
+
+
+def _tetra_result(measurements: dict[str, float]):
+    """A :class:`Result` with a 4-vertex mesh and given measurements: the outputs without a model."""
+    from demo.pipeline import Result
+
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    return Result(None, None, 1.7, np.zeros(20), vertices, faces, measurements, "test")
+
+
+def test_every_measurement_in_table_csv_json_and_cli(tmp_path):
+    """One row per measurement of MEASUREMENT_NAMES, in order, in cm and inches (= cm / 2.54),
+    with its label and "how to measure it yourself" line from bodyshape.measurements."""
+    from demo.handler import measurement_table
+    from demo.pipeline import HOW_TO_HEADER, write_outputs
+    from demo.reconstruct_cli import measurement_lines
+
+    true_cm = np.array([12.34 + 7.3 * i for i in range(len(MEASUREMENT_NAMES))])
+    result = _tetra_result({n: cm / 100 for n, cm in zip(MEASUREMENT_NAMES, true_cm, strict=True)})
+    specs = [BY_NAME[n] for n in MEASUREMENT_NAMES]
+    assert all(m.label and m.how_to_measure for m in specs)
+    # The page's table, in either unit.
+    for units, scale in (("cm", 1), ("in", 1 / 2.54)):
+        table = measurement_table(result.measurements, units)
+        assert list(table.columns) == ["Measurement", units, HOW_TO_HEADER]
+        assert list(table["Measurement"]) == [m.label for m in specs]
+        assert list(table[HOW_TO_HEADER]) == [m.how_to_measure for m in specs]
+        np.testing.assert_allclose(table[units], true_cm * scale, atol=0.051)
+    # CSV: both units in every row.
+    paths = write_outputs(result, tmp_path)
+    with open(paths["csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["measurement"] for row in rows] == list(MEASUREMENT_NAMES)
+    for row, m, cm in zip(rows, specs, true_cm, strict=True):
+        assert [row["label"], row["iso_8559_1_term"], row["how_to_measure"]] == [m.label, m.iso_term, m.how_to_measure]
+        assert float(row["cm"]) == pytest.approx(cm, abs=0.051)
+        assert float(row["in"]) == pytest.approx(cm / 2.54, abs=0.051)
+    # JSON: both units and the definitions.
+    js = json.loads(paths["json"].read_text())
+    for key in ("measurements_cm", "measurements_in", "definitions"):
+        assert list(js[key]) == list(MEASUREMENT_NAMES), key
+    for m, cm in zip(specs, true_cm, strict=True):
+        assert js["measurements_cm"][m.name] == pytest.approx(cm, abs=0.0051)
+        assert js["measurements_in"][m.name] == pytest.approx(cm / 2.54, abs=0.0051)
+        assert js["definitions"][m.name]["how_to_measure"] == m.how_to_measure
+    assert "inches" in js["units"] and "ISO 8559-1" in js["notes"]
+    # The CLI's printout: label, cm, inches, and with --explain the line under each.
+    lines = measurement_lines(result.measurements, explain=True)
+    assert len(lines) == 2 * len(specs) and measurement_lines(result.measurements) == lines[::2]
+    for row, how, m, cm in zip(lines[::2], lines[1::2], specs, true_cm, strict=True):
+        label, cm_text, in_text = re.fullmatch(r"  (.+?) +([\d.]+) cm +([\d.]+) in", row).groups()
+        assert label == m.label and how.strip() == m.how_to_measure
+        assert float(cm_text) == pytest.approx(cm, abs=0.051)
+        assert float(in_text) == pytest.approx(cm / 2.54, abs=0.051)
 
 
 @pytest.mark.slow
@@ -93,7 +154,7 @@ def test_handler_errors_and_photo_deletion(local_handler, example, tmp_path, mon
     front.write_bytes(Path(example["front"]).read_bytes() + b"\0")  # not byte-equal to the example
     r = h.run(str(front), example["side"], example["height_cm"], "cm", {})
     assert isinstance(r, Reconstruction) and r.status.startswith("**Done"), r.status
-    assert r.figure is not None and len(r.table) == 10 and len(r.files) == 4
+    assert r.figure is not None and len(r.table) == len(MEASUREMENT_NAMES) and len(r.files) == 4
     assert r.front_preview.shape == (128 * 3, 96 * 3)
     assert not front.exists()
     assert Path(example["side"]).exists()  # files outside the upload folder are never touched
@@ -101,7 +162,7 @@ def test_handler_errors_and_photo_deletion(local_handler, example, tmp_path, mon
     r = h.run(str(front), example["side"], 160, "in", r.cache)
     assert isinstance(r, Reconstruction), r.status
     assert r.measurements["height"] == pytest.approx(1.60, abs=2e-3)
-    assert list(r.table.columns) == ["Measurement", "in"]
+    assert list(r.table.columns)[:2] == ["Measurement", "in"]
     assert all(v.image.size == 0 for v in r.cache.values())  # no photo pixels kept in the session
 
     bad = tmp_path / "x.jpg"
@@ -146,16 +207,23 @@ def test_unreachable_model_server_keeps_the_page_up(example):
 
 
 @pytest.mark.slow
-def test_reconstruct_cli(example, tmp_path):
+def test_reconstruct_cli(example, tmp_path, capsys):
     from bodyshape.cli import main
 
     out = tmp_path / "me" / "body.glb"
     rc = main(
-        ["reconstruct", example["front"], example["side"], "--height", "170", "-o", str(out), "--local"]
-    )
+        ["reconstruct", example["front"], example["side"], "--height", "170", "-o", str(out), "--local",
+         "--explain"]
+    )  # fmt: skip
     assert rc == 0 and out.is_file()
     js = json.loads((out.parent / "body_measurements.json").read_text())
     assert js["measurements_cm"]["height"] == pytest.approx(170, abs=0.2)
+    printed = capsys.readouterr().out
+    print(printed)
+    for name in MEASUREMENT_NAMES:  # every measurement printed in cm and inches, with its line
+        m, cm = BY_NAME[name], js["measurements_cm"][name]
+        assert re.search(rf"  {re.escape(m.label)} +{cm:.1f} cm +{cm / 2.54:.1f} in\n      {re.escape(m.how_to_measure)}\n",
+                         printed), name  # fmt: skip
     assert main(["reconstruct", example["front"], example["side"], "--height", "300", "--local"]) == 2
 
 

@@ -165,3 +165,18 @@ def test_measurer_is_built_in_its_constructor_and_shared():
     for t in threads:
         t.join()
     assert all(m is got[0] for m in got)
+
+
+def test_readme_defines_every_measurement_and_nothing_else():
+    """The README's definition table lists exactly the measurements the code makes."""
+    import re
+
+    from bodyshape.measurements import BY_NAME, MEASUREMENT_NAMES
+    from bodyshape.paths import REPO_DIR
+
+    readme = (REPO_DIR / "README.md").read_text()
+    table = readme.split("| name | ISO 8559-1 term | on the mesh |", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| (\w+) \| ([^|]+) \|", table, re.M)
+    assert [r[0] for r in rows] == list(MEASUREMENT_NAMES)
+    for name, term in rows:  # the README's ISO term starts like the code's
+        assert term.split()[0] == BY_NAME[name].iso_term.split()[0], (name, term)

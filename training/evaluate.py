@@ -241,16 +241,22 @@ def split_names(arg: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import datetime
+    import os
+    import platform
+
+    from bodyshape.report import write_block
+
     names = split_names(args.splits)
     res = evaluate(args.weights, args.test, strong_test_set(args.strong), args.n)
-    md = markdown(res)
+    stamp = (f"Produced by `bodyshape evaluate` on {datetime.date.today().isoformat()}, "
+             f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs.\n\n")
+    md = stamp + markdown(res)
     if names:
         res["off_distribution"] = evaluate_splits(args.weights / f"{WEIGHT_NAMES[FUSED_STAGED]}.safetensors", names, args.split_data)
-        md += "\n## Off the training distribution\n\n" + splits_markdown(res["off_distribution"])
+        md += "\n### Off the training distribution\n\n" + splits_markdown(res["off_distribution"])
     print(md)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("# Evaluation\n\nProduced by `bodyshape evaluate`.\n\n" + md)
+    write_block(args.out, "bodyshape evaluate", md, "Evaluation")
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     print(f"wrote {args.out}")
     return 0
-
