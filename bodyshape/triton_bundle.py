@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import sysconfig
 from pathlib import Path
 
 from bodyshape import paths
@@ -73,6 +74,11 @@ def server_environment() -> dict[str, str]:
     _, libs, _ = find_tritonserver()
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = _prepend(str(libs), env.get("LD_LIBRARY_PATH"))
+    # The Python-backend stub links libpython<X.Y>.so: this interpreter's own, where it has one
+    # outside the system folders (pyenv, a self-built Python); Debian/Ubuntu's is found anyway.
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir and Path(libdir, f"libpython{sys.version_info.major}.{sys.version_info.minor}.so.1.0").exists():
+        env["LD_LIBRARY_PATH"] = _prepend(env["LD_LIBRARY_PATH"], libdir)
     env["PATH"] = _prepend(str(Path(sys.executable).parent), env.get("PATH"))
     if sys.prefix != sys.base_prefix:
         env["VIRTUAL_ENV"] = sys.prefix
