@@ -145,15 +145,41 @@ def _decode(data: bytes, label: str) -> np.ndarray:
             ) from e
 
 
+#: ISO-BMFF brands of HEIC/HEIF files (iPhone photos), read at bytes 8-12 after "ftyp".
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+
+
+def _is_heif(data: bytes) -> bool:
+    return data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS
+
+
+def enable_heif() -> bool:
+    """Teach Pillow to read HEIC/HEIF (pillow-heif, part of the ``demo`` extra); False without it.
+
+    AVIF and WebP need nothing: Pillow >= 11.2 reads both.
+    """
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()  # idempotent
+    return True
+
+
 def _open_header(data: bytes, label: str) -> Image.Image:
     """The image's header only (nothing decoded yet): refuses non-images and too many pixels."""
+    if _is_heif(data) and not enable_heif():
+        raise InputImageError(
+            f"the {label} is a HEIC/HEIF photo, which needs the pillow-heif package "
+            "(pip install 'bodyshape[demo]'); or save it as JPEG"
+        )
     try:
         im = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise InputImageError(_too_many_pixels(label)) from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
         raise InputImageError(
-            f"the {label} is not an image that can be read (use a JPEG or PNG photo)"
+            f"the {label} is not an image that can be read (use a JPEG, PNG, HEIC, WebP or AVIF photo)"
         ) from e
     w, h = im.size
     if w * h > MAX_PIXELS:

@@ -48,7 +48,7 @@ BOMB_SIDE = 20_000
 #: (Other bodies' silhouettes score 0.73-0.87 against this one.)
 SAME_SILHOUETTE_IOU = 0.97
 
-NOT_AN_IMAGE = r"is not an image that can be read \(use a JPEG or PNG photo\)"
+NOT_AN_IMAGE = r"is not an image that can be read \(use a JPEG, PNG, HEIC, WebP or AVIF photo\)"
 DAMAGED = r"is not an image that can be read: the file is damaged or incomplete"
 #: An empty room: "No person found" or, when u2netp outlines a picture frame on the wall,
 #: "No standing person found ... (the largest figure is only 9% of the photo's height)".
@@ -426,6 +426,16 @@ PAGE_MAX_UPLOAD_MB = 1.0
 
 
 @pytest.mark.slow
+def _converted(path: str, fmt: str) -> str:
+    """A copy of the photo at ``path`` in another format (HEIF, AVIF, WEBP), beside it."""
+    from bodyshape.photo import enable_heif
+
+    enable_heif()
+    out = Path(path).with_suffix("." + {"HEIF": "heic"}.get(fmt, fmt.lower()))
+    Image.open(path).convert("RGB").save(out, fmt, quality=90)
+    return str(out)
+
+
 def test_bad_input_through_the_launched_page(inputs):
     """A handful of the cases through Gradio (upload, queue, preprocess=False): an API client
     gets an error (gradio_client's ``AppError``) whose message is the friendly one, no stack
@@ -464,3 +474,6 @@ def test_bad_input_through_the_launched_page(inputs):
         status, *_, fig, table, files = send(inputs["front.jpg"], inputs["side.png"], GOOD_HEIGHT_CM)
         assert status.startswith("**Done"), status
         assert fig is not None and len(files) == 4
+        # Phone formats: an iPhone's HEIC front and an AVIF side are served like the JPEG/PNG pair.
+        status, *_ = send(_converted(inputs["front.jpg"], "HEIF"), _converted(inputs["side.png"], "AVIF"), GOOD_HEIGHT_CM)
+        assert status.startswith("**Done"), status

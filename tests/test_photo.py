@@ -144,6 +144,41 @@ def test_bad_photos_give_clear_messages(body_masks):
             photo.photo_to_silhouette(img, "front", seg)
 
 
+def _encoded(img: Image.Image, fmt: str, **kw) -> bytes:
+    photo.enable_heif()
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF", "WEBP"])
+def test_phone_formats_decode_like_the_jpeg(fmt):
+    """HEIC/HEIF (an iPhone's default), AVIF and WebP photos read as the same pixels as a JPEG
+    of them, EXIF rotation honoured, with the same size limits."""
+    from bodyshape.paths import PACKAGE_DIR
+
+    base = Image.open(PACKAGE_DIR.parent / "demo" / "assets" / "examples" / "a_front.jpg").convert("RGB").resize((480, 600))
+    ref = photo.load_photo(_encoded(base, "JPEG", quality=95))
+    got = photo.load_photo(_encoded(base, fmt, quality=95))
+    assert got.shape == ref.shape == (600, 480, 3)
+    assert np.abs(got.astype(int) - ref.astype(int)).mean() < 4  # two lossy codecs of one photo
+    if fmt == "HEIF":
+        return  # HEIF rotates with its own irot box (applied by libheif), not the EXIF flag
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: turn 90 degrees clockwise to show
+    turned = photo.load_photo(_encoded(base.transpose(Image.Transpose.ROTATE_90), fmt, quality=95, exif=exif))
+    assert turned.shape == (600, 480, 3)
+
+
+def test_damaged_or_unsupported_heic_gives_a_clear_message(monkeypatch):
+    heic = _encoded(Image.new("RGB", (400, 600), (200, 120, 90)), "HEIF")
+    with pytest.raises(InputImageError, match="damaged or incomplete|not an image that can be read"):
+        photo.load_photo(heic[: len(heic) // 2])
+    monkeypatch.setattr(photo, "enable_heif", lambda: False)  # an install without the demo extra
+    with pytest.raises(InputImageError, match="HEIC/HEIF photo, which needs the pillow-heif package"):
+        photo.load_photo(heic)
+
+
 # ----------------------------------------------------------------------------- setup
 def test_missing_weights_name_the_setup_command(tmp_path):
     with pytest.raises(assets.MissingAssetError, match="bodyshape setup"):
