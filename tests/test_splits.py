@@ -75,3 +75,24 @@ def test_repeatability_split_frames_each_person_several_times(tmp_path):
     assert split.front.shape[0] == REFRAMES and (split.person == 0).all()
     assert len({f.tobytes() for f in split.front}) > 1  # the re-framings really differ
     assert np.ptp(split.truth, axis=0).max() == 0  # ... of one and the same body
+
+
+def test_in_distribution_split_reuses_the_held_out_test_set(tmp_path):
+    import dataclasses
+
+    from training.config import DataConfig
+    from training.generate import generate
+    from training.splits import IN_DISTRIBUTION
+
+    test = tmp_path / "test"
+    generate(dataclasses.replace(DataConfig(), n=4, seed=1), test, workers=1, progress=False)
+    split = load_split(IN_DISTRIBUTION, tmp_path / "eval", n=4, test_set=test)
+    assert not (tmp_path / "eval").exists()  # nothing generated again
+    again = load_split(IN_DISTRIBUTION, tmp_path / "eval", n=4)  # without it: made from the seed
+    np.testing.assert_array_equal(split.front, again.front)
+    np.testing.assert_allclose(split.truth, again.truth)
+    other = tmp_path / "other"
+    generate(dataclasses.replace(DataConfig(), n=4, seed=5), other, workers=1, progress=False)
+    # a test set of another seed is not the in-distribution split: ignored, the split is made
+    np.testing.assert_array_equal(load_split(IN_DISTRIBUTION, tmp_path / "eval2", n=4, test_set=other).front, split.front)
+    assert (tmp_path / "eval2").exists()

@@ -159,13 +159,14 @@ def split_errors(pred: np.ndarray, truth: np.ndarray, person: np.ndarray) -> dic
     return out
 
 
-def evaluate_splits(weights: Path, names: list[str], folder: Path) -> dict:
-    """The model in ``weights`` on each named split (generated into ``folder`` when missing)."""
+def evaluate_splits(weights: Path, names: list[str], folder: Path, test_set: Path | None = None) -> dict:
+    """The model in ``weights`` on each named split (generated into ``folder`` when missing;
+    ``in_distribution`` is ``test_set`` when that is the same held-out set)."""
     from training.splits import load_split
 
     results = {"weights": weights.name, "splits": {}}
     for name in names:
-        split = load_split(name, folder)
+        split = load_split(name, folder, test_set=test_set)
         errs = split_errors(predict_measurements(weights, split), split.truth, split.person)
         results["splits"][name] = {"n": len(split.height), "persons": int(len(np.unique(split.person))), "errors": errs}
         print(name, json.dumps({g: {k: round(v, 1) for k, v in errs[g].items()} for g in GIRTHS_SHOWN}))
@@ -253,7 +254,9 @@ def run(args: argparse.Namespace) -> int:
              f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs.\n\n")
     md = stamp + markdown(res)
     if names:
-        res["off_distribution"] = evaluate_splits(args.weights / f"{WEIGHT_NAMES[FUSED_STAGED]}.safetensors", names, args.split_data)
+        res["off_distribution"] = evaluate_splits(
+            args.weights / f"{WEIGHT_NAMES[FUSED_STAGED]}.safetensors", names, args.split_data, args.test
+        )
         md += "\n### Off the training distribution\n\n" + splits_markdown(res["off_distribution"])
     print(md)
     write_block(args.out, "bodyshape evaluate", md, "Evaluation")

@@ -30,6 +30,7 @@ gets the true height, as the page does with the typed height.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,6 +271,21 @@ def _in_distribution(n: int, seed: int, folder: Path) -> Split:
     return Split(IN_DISTRIBUTION, ds.unpack(ds.front), ds.unpack(ds.side), ds.height.copy(), truth, np.arange(len(ds)))
 
 
+def _same_test_set(test_set: str | Path | None, n: int, seed: int) -> Path | None:
+    """``test_set`` if it is a complete dataset of at least ``n`` pairs generated with ``seed``
+    and the default data configuration (then it holds exactly the in-distribution split)."""
+    if test_set is None or not (Path(test_set) / "manifest.json").exists():
+        return None
+    from training.config import config_to_json
+
+    manifest = json.loads((Path(test_set) / "manifest.json").read_text())
+    stored = manifest.get("config", {})
+    want = config_to_json(dataclasses.replace(DataConfig(), n=stored.get("n", -1), seed=seed))
+    # settings added to DataConfig after the set was made count as equal when they are off (None)
+    same = all(want.get(k) == v for k, v in stored.items()) and all(want[k] is None for k in want.keys() - stored.keys())
+    return Path(test_set) if manifest.get("complete") and same and want["n"] >= n else None
+
+
 # ----------------------------------------------------------------------------- cache
 def _split_from_arrays(name: str, seed: int, front: np.ndarray, side: np.ndarray, shapes: np.ndarray) -> Split:
     """A split with its truth measured now, with the current measurement code."""
@@ -287,11 +303,15 @@ def _split_from_arrays(name: str, seed: int, front: np.ndarray, side: np.ndarray
     return Split(name, front, side, height, truth, person)
 
 
-def load_split(name: str, folder: str | Path, n: int | None = None, seed: int | None = None) -> Split:
+def load_split(
+    name: str, folder: str | Path, n: int | None = None, seed: int | None = None, test_set: str | Path | None = None
+) -> Split:
     """The split ``name`` from ``folder`` (``data/eval``), generated there first if missing.
 
     The cache keeps the silhouettes and the true shape vectors; the truth is measured when the
-    split is loaded, so it always follows the current measurement definitions.
+    split is loaded, so it always follows the current measurement definitions. For
+    ``in_distribution``, ``test_set`` is an existing held-out set made with the same seed
+    (``data/test``), used instead of a copy.
     """
     if name not in SPLITS:
         raise BodyShapeError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
@@ -299,7 +319,7 @@ def load_split(name: str, folder: str | Path, n: int | None = None, seed: int | 
     n = SPLIT_SIZES[name] if n is None else n
     seed = SPLIT_SEEDS[name] if seed is None else seed
     if name == IN_DISTRIBUTION:
-        return _in_distribution(n, seed, folder / f"{name}_seed{seed}")
+        return _in_distribution(n, seed, _same_test_set(test_set, n, seed) or folder / f"{name}_seed{seed}")
     path = folder / f"{name}_n{n}_seed{seed}_v{FORMAT}.npz"
     if not path.exists():
         from training.generate import write_npz
