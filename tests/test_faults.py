@@ -55,8 +55,8 @@ def handlers(server):
     """Page handlers on the live server (HTTP, the page's default, and gRPC), built once."""
     import gradio  # noqa: F401 - the page has it imported; importing it in a failing request takes ~10 s
 
-    from demo.handler import DemoHandler
     from demo.backend import TritonBackend
+    from demo.handler import DemoHandler
 
     return {
         "http": DemoHandler(TritonBackend(server.http_url)),
@@ -135,8 +135,8 @@ def test_hung_server_fails_requests_within_the_client_timeout(server, cached_exa
     """SIGSTOP tritonserver (a hung server: connections are accepted, nothing answers): the page
     gives up after about its client timeout with "not reachable", for a request on an open
     client and one that needs a new client; after SIGCONT the same handlers work again."""
-    from demo.handler import DemoHandler
     from demo.backend import TritonBackend
+    from demo.handler import DemoHandler
 
     timeout_s = 5.0
     front, side, height, cache = cached_example
