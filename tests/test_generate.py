@@ -94,3 +94,53 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
         generate(DataConfig(n=4), blocker / "sub", workers=1, progress=False)
     assert cli_main(["generate", "--n", "-1", "--out", str(tmp_path / "y")]) == 2
     assert "positive" in capsys.readouterr().err
+
+
+def _rotation_deg(pose: dict, bone: str) -> np.ndarray:
+    """Each body's rotation angle (degrees) of one bone's pose delta."""
+    r = pose[bone][:, :3, :3].numpy()
+    return np.degrees(np.arccos(np.clip((np.trace(r, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+
+
+def test_wide_pose_spreads_legs_and_arms_wider_than_the_capture_pose():
+    """The wide preset covers the evaluation splits' stances and arm angles; the default's jitter does not."""
+    from bodyshape.body_model import PoseJitter, capture_pose
+    from training.config import POSES
+    from training.generate import wide_pose
+
+    n, wide = 400, POSES["wide"]
+    offsets, yaw = wide_pose(wide, np.random.default_rng(0), n)
+    capture = {v: capture_pose(v, n, np.random.default_rng(1), PoseJitter()) for v in ("front", "side")}
+    widened = {v: capture_pose(v, n, np.random.default_rng(1), PoseJitter(), offsets[v]) for v in ("front", "side")}
+    for view, bone in (("front", "upperleg01.L"), ("front", "upperarm01.L"), ("front", "lowerarm01.L")):
+        narrow, broad = _rotation_deg(capture[view], bone), _rotation_deg(widened[view], bone)
+        assert np.percentile(broad, 90) > 1.8 * np.percentile(narrow, 90), (bone, np.percentile(narrow, 90))
+    assert np.percentile(_rotation_deg(widened["front"], "upperleg01.L"), 95) > 10  # feet together/wide
+    assert np.percentile(_rotation_deg(capture["front"], "upperleg01.L"), 95) < 7
+    # one person: the same stance and lean in both photos; some bodies keep the plain capture pose
+    np.testing.assert_array_equal(offsets["front"].leg_spread, offsets["side"].leg_spread)
+    np.testing.assert_array_equal(offsets["front"].torso_lean, offsets["side"].torso_lean)
+    still = offsets["front"].leg_spread == 0
+    assert 0.2 < still.mean() < 0.4 and (yaw[still] == 0).all() and (offsets["side"].arm_swing[still] == 0).all()
+    assert offsets["front"].torso_lean.max() > 11 and np.abs(yaw).max() > 9
+
+
+def test_default_pose_is_unchanged_and_wide_is_its_own_reproducible_dataset(small, tmp_path):
+    """``--pose capture`` gives today's bytes (no new manifest key); ``--pose wide`` differs, reproducibly."""
+    from training.config import POSES
+
+    cfg, out = small
+    assert POSES["capture"] is None and cfg.pose_ranges is None
+    assert "pose_ranges" not in json.loads((out / "manifest.json").read_text())["config"]
+    args = ["generate", "--n", "4", "--seed", "3", "--shard-size", "4", "--workers", "1"]
+    assert cli_main([*args, "--out", str(tmp_path / "capture")]) == 0
+    assert digest(tmp_path / "capture" / shard_name(0)) == digest(out / shard_name(0))
+    assert cli_main([*args, "--pose", "wide", "--out", str(tmp_path / "wide")]) == 0
+    generate(DataConfig(n=4, seed=3, shard_size=4, pose_ranges=POSES["wide"]), tmp_path / "again", workers=1, progress=False)
+    assert digest(tmp_path / "wide" / shard_name(0)) == digest(tmp_path / "again" / shard_name(0))
+    assert digest(tmp_path / "wide" / shard_name(0)) != digest(out / shard_name(0))
+    stored = json.loads((tmp_path / "wide" / "manifest.json").read_text())["config"]
+    assert stored["pose_ranges"]["leg_spread"] == list(POSES["wide"].leg_spread)
+    with pytest.raises(BodyShapeError, match="pose_ranges"):  # a capture dataset is not resumed as wide
+        generate(DataConfig(n=4, seed=3, shard_size=4, pose_ranges=POSES["wide"]), tmp_path / "capture", workers=1,
+                 progress=False)

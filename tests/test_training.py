@@ -224,3 +224,25 @@ def test_evaluate_with_empty_strong_skips_it(trained, tmp_path):
     res = json.loads(out.with_suffix(".json").read_text())
     assert res["n"] == 20 and "fused, staged, GPU recipe (shipped)" in res["models"]
     assert not any("strong_noise" in r for r in res["models"].values())
+
+
+def test_train_cli_fine_tunes_a_fused_model_file(trained, tmp_path, capsys):
+    """``bodyshape train --init FILE --stages fused_staged``: the whole model trains from FILE, nothing frozen."""
+    from bodyshape.checkpoint import save_model
+    from bodyshape.nets import BodyShapeNet, NetConfig
+
+    _, _, root, _ = trained
+    start = save_model(BodyShapeNet(NetConfig(widths=(8, 8, 12, 12, 16))), tmp_path / "start.safetensors")
+    args = ["train", "--data", str(root / "data"), "--out", str(tmp_path / "ft"), "--val-size", "40",
+            "--batch-size", "32", "--epoch-samples", "64", "--widths", "8", "8", "12", "12", "16",
+            "--samples", "0", "0", "64", "--init", str(start), "--lr", "0.0005"]
+    assert cli_main([*args, "--stages", "front", "fused_staged"]) == 2
+    assert "--stages fused_staged only" in capsys.readouterr().err
+    assert cli_main([*args, "--stages", "fused_staged"]) == 0
+    stored = json.loads((tmp_path / "ft" / "fused_staged" / "config.json").read_text())
+    assert stored["init"] == str(start) and stored["lr"] == 0.0005
+    assert stored["frozen_fraction"] == 0.0 and stored["finetune_lr_scale"] == 1.0
+    tuned = load_model(tmp_path / "ft" / "weights" / "fused.safetensors").state_dict()
+    first = load_model(start).state_dict()
+    changed = [k for k in first if not torch.equal(first[k], tuned[k])]
+    assert any(k.startswith("encoders.") and k.endswith("weight") for k in changed), changed  # encoders trained too

@@ -28,12 +28,40 @@ class CameraJitter:
 
 
 @dataclass(frozen=True)
+class PoseRanges:
+    """Uniform ranges (degrees) of deliberate pose changes, on top of the :class:`PoseJitter`.
+
+    A Normal SD cannot say "feet together to wide" or "upright to 12 deg forward" without also
+    making far tails, so the wide training distribution draws each body's offsets (signs as in
+    :class:`~bodyshape.body_model.PoseOffsets`) uniformly from these ranges. One person keeps
+    the same stance, lean and yaw in both photos; the arms are posed per photo (abduction shows
+    in the front view, swing in the side view). A fraction ``p_capture`` of the bodies keeps the
+    plain capture pose (jitter only), so that the common case stays well covered.
+    """
+
+    leg_spread: tuple[float, float] = (-12.0, 15.0)  # thighs overlapping .. wide (per leg)
+    torso_lean: tuple[float, float] = (-5.0, 12.0)  # real people lean forward 9-11 deg in profile
+    arm_abduction: tuple[float, float] = (-25.0, 25.0)  # front view; rest 45 deg from the body
+    arm_swing: tuple[float, float] = (-15.0, 15.0)  # side view
+    elbow: tuple[float, float] = (0.0, 20.0)  # each view
+    yaw_deg: tuple[float, float] = (-10.0, 10.0)  # whole body, on top of the camera's yaw jitter
+    p_capture: float = 0.3
+
+
+#: The training pose distributions by name (``bodyshape generate --pose``): ``capture`` is the
+#: capture pose with :class:`PoseJitter` only (``data/train``, the shipped model); ``wide``
+#: adds :class:`PoseRanges` (the stance, arm and posture ranges of the evaluation splits).
+POSES: dict[str, PoseRanges | None] = {"capture": None, "wide": PoseRanges()}
+
+
+@dataclass(frozen=True)
 class DataConfig:
     n: int = 2000
     seed: int = 0
     shard_size: int = 500
     render_height_px: int = 224  # render at ~2x the network's body height, then normalise
     pose_jitter: PoseJitter = PoseJitter()
+    pose_ranges: PoseRanges | None = None  # None: the capture pose (+ jitter) only
     camera: CameraJitter = CameraJitter()
     noise: MaskNoise = MaskNoise()
     p_flip: float = 0.5  # mirror image: people turn left or right for the side photo
@@ -115,6 +143,15 @@ FUSED_STAGED_KEYS = ("frozen_fraction", "finetune_lr_scale", "init")
 def config_to_json(cfg: object) -> dict:
     """A config dataclass as plain JSON values (tuples become lists), as stored on disk."""
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def data_config_to_json(cfg: DataConfig) -> dict:
+    """A :class:`DataConfig` as stored in a dataset's manifest. Without ``pose_ranges`` it is
+    left out, so capture-pose datasets made before it existed keep their manifest and resume."""
+    out = config_to_json(cfg)
+    if out.get("pose_ranges") is None:
+        out.pop("pose_ranges", None)
+    return out
 
 
 def stage_config(config: dict, stage: str) -> dict:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bodyshape.errors import BodyShapeError
-from training.config import DataConfig, config_to_json, refuse_changed_config
+from training.config import POSES, DataConfig, PoseRanges, data_config_to_json, refuse_changed_config
 
 FORMAT_VERSION = 1
 
@@ -52,6 +52,29 @@ def _camera(cfg: DataConfig, view: str, rng: np.random.Generator, body_height: f
     h = rng.uniform(*c.height_m)
     aim = math.degrees(math.atan2(h - 0.5 * body_height, d))
     return Camera(distance=d, height=h, pitch_deg=aim + rng.normal(0, c.pitch_std_deg), yaw_deg=yaw, roll_deg=roll)
+
+
+def wide_pose(ranges: PoseRanges, rng: np.random.Generator, n: int) -> tuple[dict, np.ndarray]:
+    """Per-body pose offsets ``{view: PoseOffsets}`` and whole-body yaw (n,) degrees from ``ranges``.
+
+    Stance, lean and yaw are one per person (both photos); arms are drawn per photo. A fraction
+    ``ranges.p_capture`` of the bodies get no offset at all (the plain jittered capture pose).
+    """
+    from bodyshape.body_model import PoseOffsets
+
+    def draw(lo_hi: tuple[float, float]) -> np.ndarray:
+        return rng.uniform(lo_hi[0], lo_hi[1], n)
+
+    spread, lean, yaw = draw(ranges.leg_spread), draw(ranges.torso_lean), draw(ranges.yaw_deg)
+    abduction, swing = draw(ranges.arm_abduction), draw(ranges.arm_swing)
+    elbow_front, elbow_side = draw(ranges.elbow), draw(ranges.elbow)
+    moved = (rng.random(n) >= ranges.p_capture).astype(np.float64)  # 0: capture pose
+    shared = dict(leg_spread=spread * moved, torso_lean=lean * moved)
+    offsets = {
+        "front": PoseOffsets(arm_abduction=abduction * moved, elbow=elbow_front * moved, **shared),
+        "side": PoseOffsets(arm_swing=swing * moved, elbow=elbow_side * moved, **shared),
+    }
+    return offsets, yaw * moved
 
 
 def render_batch(
@@ -113,7 +136,9 @@ def make_shard(cfg: DataConfig, shard: int, out_dir: Path, model=None, measurer=
     shapes = model.sample_shapes(n, seed=int(rng.integers(2**31)))
     fronts, sides, meas, heights = [], [], [], []
     for c0 in range(0, n, 50):  # chunks bound the memory of a batched Anny forward
-        f, s, rest = render_batch(model, shapes[c0 : c0 + 50], cfg, rng)
+        chunk = shapes[c0 : c0 + 50]
+        offsets, yaw = wide_pose(cfg.pose_ranges, rng, len(chunk)) if cfg.pose_ranges else (None, None)
+        f, s, rest = render_batch(model, chunk, cfg, rng, offsets=offsets, extra_yaw_deg=yaw)
         m = measurer.batch(rest)
         fronts.append(f)
         sides.append(s)
@@ -231,7 +256,7 @@ def generate(cfg: DataConfig, out_dir: str | Path, workers: int | None = None, p
     out = Path(out_dir)
     _writable_output(out)
     manifest_path = out / "manifest.json"
-    cfg_json = config_to_json(cfg)
+    cfg_json = data_config_to_json(cfg)
     if manifest_path.exists():
         refuse_changed_config(json.loads(manifest_path.read_text()).get("config") or {}, cfg_json,
                               f"the dataset in {out} was made", "Use another --out, or the same arguments to resume.")
@@ -269,6 +294,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--noise", choices=("default", "strong", "none"), default="default",
                    help="mask noise: as in training, harsher (robustness test set), or none")
+    p.add_argument("--pose", choices=tuple(POSES), default="capture",
+                   help="pose distribution: the capture pose with the training jitter (data/train, the shipped "
+                        "model), or wide: also stance, arms, lean and yaw over the evaluation splits' ranges")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -276,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
     from bodyshape.augment import NO_NOISE, MaskNoise
 
     noise = {"default": MaskNoise(), "strong": MaskNoise().stronger(), "none": NO_NOISE}[args.noise]
-    cfg = DataConfig(n=args.n, seed=args.seed, shard_size=args.shard_size, noise=noise)
+    cfg = DataConfig(n=args.n, seed=args.seed, shard_size=args.shard_size, noise=noise, pose_ranges=POSES[args.pose])
     out = args.out or paths.DATA_DIR / DEFAULT_OUT.format(seed=args.seed, n=args.n)
     m = generate(cfg, out, workers=args.workers)
     r = m["last_run"]

@@ -405,17 +405,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="time budget per stage in seconds (replaces --samples; the scratch control keeps samples)")
     p.add_argument("--p-flip", type=float, default=d.p_flip, help="probability of mirroring each view")
     p.add_argument("--keep-best", action="store_true", help="final model = lowest validation loss")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (cosine decay over each stage)")
+    p.add_argument("--init", default=None, metavar="FUSED.safetensors",
+                   help="fine-tune this trained fused model (with --stages fused_staged; nothing frozen)")
 
 
 def run(args: argparse.Namespace) -> int:
     net = {"widths": tuple(args.widths)} if args.widths else {}
     staged = (FRONT, SIDE, FUSED_STAGED)
+    if args.init and tuple(args.stages) != (FUSED_STAGED,):
+        raise BodyShapeError("--init fine-tunes a fused model: use it with --stages fused_staged only")
+    tune = dict(init=args.init, frozen_fraction=0.0, finetune_lr_scale=1.0) if args.init else {}
     cfg = TrainConfig(
-        data=args.data, out=args.out, val_size=args.val_size,
+        data=args.data, out=args.out, val_size=args.val_size, lr=args.lr,
         batch_size=args.batch_size, epoch_samples=args.epoch_samples, threads=args.threads,
         samples=dict(zip(staged, args.samples, strict=True)),
         stages=tuple(args.stages), net=net, device=args.device, p_flip=args.p_flip, keep_best=args.keep_best,
-        seconds=dict(zip(staged, args.seconds, strict=True)) if args.seconds else {},
+        seconds=dict(zip(staged, args.seconds, strict=True)) if args.seconds else {}, **tune,
     )
     main(cfg)
     return 0
