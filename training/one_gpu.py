@@ -61,6 +61,7 @@ class RecipeConfig:
     p_flip: float = 0.5
     val_size: int = 1000
     init_fused: str | None = None  # fine-tune this fused model instead (no single-view stages)
+    pose: str = "capture"  # training pose distribution (training.config.POSES): capture or wide
 
 
 #: Command-line help for each field of :class:`RecipeConfig`.
@@ -78,6 +79,7 @@ HELP = {
     "lr": "peak learning rate (cosine decay over each stage's time)",
     "device": "cuda, or cpu for a dry run",
     "p_flip": "probability of mirroring each view",
+    "pose": "pose distribution of the generated data: capture (the shipped model's) or wide (stance, arms, lean)",
     "val_size": "pairs held out for validation (the last ones loaded)",
     "init_fused": "fine-tune this fused model file instead of training front, side and fused",
 }
@@ -124,7 +126,7 @@ def _start_generator(rc: RecipeConfig, work: Path, workers: int) -> tuple[subpro
     """``bodyshape generate`` into ``<work>/data``, in its own process group (stopped by :func:`_stop`)."""
     log = open(work / "generate.log", "w")  # noqa: SIM115  (closed by the caller)
     cmd = [sys.executable, "-m", "bodyshape.cli", "generate", "--n", str(rc.max_samples), "--seed", str(rc.data_seed),
-           "--out", str(work / "data"), "--workers", str(workers)]
+           "--out", str(work / "data"), "--workers", str(workers), "--pose", rc.pose]
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log
 
 
@@ -249,7 +251,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from training.config import POSES
+
     rc = RecipeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RecipeConfig)})
+    if rc.pose not in POSES:
+        raise BodyShapeError(f"unknown --pose {rc.pose!r}; choose from {', '.join(POSES)}")
     report = run_recipe(rc)
     print(json.dumps(report, indent=1))
     return 0
