@@ -96,3 +96,22 @@ def test_in_distribution_split_reuses_the_held_out_test_set(tmp_path):
     # a test set of another seed is not the in-distribution split: ignored, the split is made
     np.testing.assert_array_equal(load_split(IN_DISTRIBUTION, tmp_path / "eval2", n=4, test_set=other).front, split.front)
     assert (tmp_path / "eval2").exists()
+
+
+def test_evaluate_splits_table_of_the_shipped_model(tmp_path, monkeypatch):
+    """``bodyshape evaluate``'s split section: MAE / bias / P90 per girth and split, targets."""
+    from bodyshape.paths import WEIGHTS_DIR
+    from training import splits
+    from training.evaluate import evaluate_splits, split_names, splits_markdown
+
+    monkeypatch.setitem(splits.SPLIT_SIZES, STANCE, 3)
+    monkeypatch.setitem(splits.SPLIT_SIZES, OFF_MODEL, 3)
+    res = evaluate_splits(WEIGHTS_DIR / "fused.safetensors", [STANCE, OFF_MODEL], tmp_path)
+    assert set(res["splits"]) == {STANCE, OFF_MODEL} and res["splits"][STANCE]["n"] == 3
+    row = res["splits"][STANCE]["errors"]["hip"]
+    assert row["mae"] >= abs(row["bias"]) and row["p90"] > 0
+    md = splits_markdown(res)
+    assert "| stance | 3 |" in md and "| off_model | 3 |" in md and "MAE target" in md
+    assert split_names("none") == [] and split_names("all")[0] == "in_distribution"
+    with pytest.raises(Exception, match="unknown split"):
+        split_names("stance,bogus")

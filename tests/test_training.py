@@ -219,7 +219,7 @@ def test_evaluate_with_empty_strong_skips_it(trained, tmp_path):
     cfg, _, root, _ = trained
     out = tmp_path / "eval.md"
     args = ["evaluate", "--weights", str(run_dir(cfg.out) / "weights"), "--test", str(root / "data"),
-            "--strong", "", "--n", "20", "--out", str(out)]
+            "--strong", "", "--n", "20", "--out", str(out), "--splits", "none"]
     assert cli_main(args) == 0
     res = json.loads(out.with_suffix(".json").read_text())
     assert res["n"] == 20 and "fused, staged, GPU recipe (shipped)" in res["models"]
