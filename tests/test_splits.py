@@ -115,3 +115,19 @@ def test_evaluate_splits_table_of_the_shipped_model(tmp_path, monkeypatch):
     assert split_names("none") == [] and split_names("all")[0] == "in_distribution"
     with pytest.raises(Exception, match="unknown split"):
         split_names("stance,bogus")
+
+
+@pytest.mark.skipif(not have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`")
+def test_bare_photo_split_reproduces_the_true_outline(tmp_path):
+    """photo_bare: a photo of the bare body through rembg gives the body's own silhouette back."""
+    from bodyshape.body_model import get_body_model
+    from bodyshape.silhouette import normalize_silhouette
+    from demo.synthetic import render_masks
+    from training.splits import PHOTO_BARE, SPLIT_SEEDS
+
+    split = load_split(PHOTO_BARE, tmp_path, n=1)
+    shape = get_body_model().sample_shapes(1, seed=SPLIT_SEEDS[PHOTO_BARE])[0]
+    for got, mask in zip((split.front[0], split.side[0]), render_masks(shape), strict=True):
+        want = normalize_silhouette(mask) > 0
+        iou = (want & (got > 0)).sum() / (want | (got > 0)).sum()
+        assert iou > 0.85, iou

@@ -15,9 +15,11 @@ off_model           bodies no shape vector can express: the rest surface pushed 
                     to 3 cm along its normal with smooth Gaussian bumps at the belly, chest,
                     hips, buttocks and thighs (arms left alone), posed with Anny's own skinning;
                     the truth is measured on the deformed mesh with the same code.
-photo               synthetic photo pairs (:mod:`demo.synthetic`: shaded person, room,
-                    JPEG) with hair and a loose-clothing margin on the torso, through rembg and
-                    the page's normalisation (:func:`bodyshape.photo.photo_to_silhouette`).
+photo_bare          synthetic photo pairs (:mod:`demo.synthetic`: shaded person, room,
+                    JPEG) of bare bodies through rembg and the page's normalisation
+                    (:func:`bodyshape.photo.photo_to_silhouette`), person 65-90% of the frame.
+photo               the same with hair and a loose-clothing margin (0.5-1.5 cm) on the torso:
+                    what a photo of a dressed person adds (a margin m adds 2 pi m to a girth).
 repeatability       each of 30 photo pairs re-framed 10 times as a second capture would differ
                     (scale 0.6-1.0, camera roll SD 2 deg, shift, brightness +-20%, JPEG
                     60-95); reported as the SD of each measurement per person.
@@ -40,14 +42,18 @@ from bodyshape.body_model import BodyModel, PoseOffsets, get_body_model
 from bodyshape.errors import BodyShapeError
 from training.config import DataConfig
 
-IN_DISTRIBUTION, STANCE, ARMS, OFF_MODEL, PHOTO, REPEATABILITY = (
-    "in_distribution", "stance", "arms", "off_model", "photo", "repeatability",
+IN_DISTRIBUTION, STANCE, ARMS, OFF_MODEL, PHOTO_BARE, PHOTO, REPEATABILITY = (
+    "in_distribution", "stance", "arms", "off_model", "photo_bare", "photo", "repeatability",
 )
-SPLITS = (IN_DISTRIBUTION, STANCE, ARMS, OFF_MODEL, PHOTO, REPEATABILITY)
+SPLITS = (IN_DISTRIBUTION, STANCE, ARMS, OFF_MODEL, PHOTO_BARE, PHOTO, REPEATABILITY)
 #: Seeds of the splits: none is a training-data seed (0, 3) and each split has its own.
-SPLIT_SEEDS = {IN_DISTRIBUTION: 1, STANCE: 1101, ARMS: 1102, OFF_MODEL: 1103, PHOTO: 1104, REPEATABILITY: 1105}
+SPLIT_SEEDS = {
+    IN_DISTRIBUTION: 1, STANCE: 1101, ARMS: 1102, OFF_MODEL: 1103, PHOTO: 1104, REPEATABILITY: 1105, PHOTO_BARE: 1106,
+}
 #: Bodies per split (repeatability: persons, each photographed REFRAMES times).
-SPLIT_SIZES = {IN_DISTRIBUTION: 1000, STANCE: 300, ARMS: 300, OFF_MODEL: 300, PHOTO: 200, REPEATABILITY: 30}
+SPLIT_SIZES = {
+    IN_DISTRIBUTION: 1000, STANCE: 300, ARMS: 300, OFF_MODEL: 300, PHOTO_BARE: 200, PHOTO: 200, REPEATABILITY: 30,
+}
 REFRAMES = 10
 #: Largest off-model displacement of the surface, metres.
 MAX_DEFORMATION_M = 0.03
@@ -243,7 +249,9 @@ def _photo_split(name: str, n: int, seed: int, model: BodyModel) -> tuple[np.nda
     reframes = REFRAMES if name == REPEATABILITY else 1
     fronts, sides = [], []
     for i in tqdm(range(n), desc=name, unit="body"):
-        masks = tuple(dress(m, view, rng) for m, view in zip(render_masks(shapes[i]), ("front", "side"), strict=True))
+        masks = render_masks(shapes[i])
+        if name != PHOTO_BARE:
+            masks = tuple(dress(m, view, rng) for m, view in zip(masks, ("front", "side"), strict=True))
         for _ in range(reframes):
             if name == REPEATABILITY:
                 pair = reframe(masks, rng)
@@ -324,7 +332,7 @@ def load_split(
     if not path.exists():
         from training.generate import write_npz
 
-        builder = _photo_split if name in (PHOTO, REPEATABILITY) else _render_split
+        builder = _photo_split if name in (PHOTO_BARE, PHOTO, REPEATABILITY) else _render_split
         front, side, shapes = builder(name, n, seed, get_body_model())
         folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
