@@ -244,7 +244,8 @@ def pick(points: np.ndarray, dist: np.ndarray, tol: float, score: np.ndarray) ->
 
 
 # ----------------------------------------------------------------------------- Anny
-_ARM = ("clavicle", "shoulder01", "upperarm", "lowerarm", "wrist", "finger", "metacarpal")
+#: Bones whose vertices are the arm (a tape around the torso leaves them out).
+ARM_BONES = ("clavicle", "shoulder01", "upperarm", "lowerarm", "wrist", "finger", "metacarpal")
 _LEG = ("upperleg", "lowerleg", "foot", "toe")
 _TORSO = ("root", "pelvis", "spine")
 _HEAD = ("head", "jaw", "eye", "tongue", "special", "levator", "oris", "orbicularis", "temporalis", "risorius")
@@ -297,7 +298,7 @@ class Measurer:
         def fmask(vm: np.ndarray) -> np.ndarray:
             return faces[vm[faces].sum(1) >= 2]  # a face belongs where 2 of 3 vertices do
 
-        arm, torso, neck, head = vmask(*_ARM), vmask(*_TORSO), vmask("neck"), vmask(*_HEAD)
+        arm, torso, neck, head = vmask(*ARM_BONES), vmask(*_TORSO), vmask("neck"), vmask(*_HEAD)
         self.faces_torso = fmask(torso)
         self.faces_lower = fmask(torso | vmask(*_LEG))
         self.faces_leg_l = fmask(vmask("upperleg", side=".L"))

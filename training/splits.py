@@ -40,6 +40,7 @@ import numpy as np
 
 from bodyshape.body_model import BodyModel, PoseOffsets, get_body_model
 from bodyshape.errors import BodyShapeError
+from bodyshape.measurements import ARM_BONES
 from training.config import DataConfig
 
 IN_DISTRIBUTION, STANCE, ARMS, OFF_MODEL, PHOTO_BARE, PHOTO, REPEATABILITY = (
@@ -101,18 +102,15 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
 
 
-_ARM_BONES = ("clavicle", "shoulder01", "upperarm", "lowerarm", "wrist", "finger", "metacarpal")
-
-
 def _arm_vertices(model: BodyModel) -> np.ndarray:
     """(V,) bool: vertices skinned mainly to an arm bone."""
-    return np.array([model.bone_labels[b].startswith(_ARM_BONES) for b in model.dominant_bone])
+    return np.array([model.bone_labels[b].startswith(ARM_BONES) for b in model.dominant_bone])
 
 
 def _body_weight(model: BodyModel) -> np.ndarray:
     """(V,) in [0, 1]: 1 minus each vertex's skinning weight on arm bones, so that a bump fades
     out smoothly at the shoulders and armpits instead of stopping at a seam."""
-    is_arm = np.array([lbl.startswith(_ARM_BONES) for lbl in model.bone_labels])
+    is_arm = np.array([lbl.startswith(ARM_BONES) for lbl in model.bone_labels])
     idx = model.anny.vertex_bone_indices.cpu().numpy()
     w = model.anny.vertex_bone_weights.cpu().numpy()
     return 1.0 - (w * is_arm[idx]).sum(1)
@@ -267,15 +265,14 @@ def _photo_split(name: str, n: int, seed: int, model: BodyModel) -> tuple[np.nda
 def _in_distribution(n: int, seed: int, folder: Path) -> Split:
     """Today's held-out test set (the same seed and generator give the same bytes)."""
     from bodyshape.measurements import get_measurer
-    from bodyshape.reconstruct import mesh_from_shape
     from training.dataset import load_dataset
+    from training.evaluate import true_meshes
     from training.generate import generate
 
     if not (folder / "manifest.json").exists():
         generate(dataclasses.replace(DataConfig(), n=n, seed=seed), folder)
     ds = load_dataset(folder, limit=n)
-    rest = np.concatenate([mesh_from_shape(ds.shape[i : i + 100], ds.height[i : i + 100]) for i in range(0, len(ds), 100)])
-    truth = get_measurer().batch(rest)
+    truth = get_measurer().batch(true_meshes(ds))
     return Split(IN_DISTRIBUTION, ds.unpack(ds.front), ds.unpack(ds.side), ds.height.copy(), truth, np.arange(len(ds)))
 
 
@@ -284,13 +281,12 @@ def _same_test_set(test_set: str | Path | None, n: int, seed: int) -> Path | Non
     and the default data configuration (then it holds exactly the in-distribution split)."""
     if test_set is None or not (Path(test_set) / "manifest.json").exists():
         return None
-    from training.config import config_to_json
+    from training.config import config_differences, data_config_to_json
 
     manifest = json.loads((Path(test_set) / "manifest.json").read_text())
     stored = manifest.get("config", {})
-    want = config_to_json(dataclasses.replace(DataConfig(), n=stored.get("n", -1), seed=seed))
-    # settings added to DataConfig after the set was made count as equal when they are off (None)
-    same = all(want.get(k) == v for k, v in stored.items()) and all(want[k] is None for k in want.keys() - stored.keys())
+    want = data_config_to_json(dataclasses.replace(DataConfig(), n=stored.get("n", -1), seed=seed))
+    same = not config_differences(stored, want)  # the generator's own comparison of manifests
     return Path(test_set) if manifest.get("complete") and same and want["n"] >= n else None
 
 
