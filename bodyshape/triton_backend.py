@@ -53,19 +53,31 @@ def input_arrays(request, names: Sequence[str]) -> list[np.ndarray]:
     return arrays
 
 
+def _concatenated(parts: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    """Each input concatenated over the requests; one request's arrays are used as they are."""
+    if len(parts) == 1:
+        return list(parts[0])
+    return [np.concatenate(column) for column in zip(*parts, strict=True)]
+
+
 def execute_batched(
     requests: Sequence,
     read: Callable[[object], Sequence[np.ndarray]],
     run: Callable[..., np.ndarray],
     output: str,
     what: str,
+    check: Callable[..., None] | None = None,
 ) -> list:
     """Answer a dynamic batch of ``requests`` with one call of ``run``.
 
     ``read(request)`` returns the request's arrays (batch axis first) or raises ValueError,
-    whose message goes to that client alone. ``run(*arrays)`` gets each array concatenated
-    over the valid requests and returns one array, which is split back into one float32
-    ``output`` tensor per request. ``what`` names the model in the error of a failed run.
+    whose message goes to that client alone. ``check(*arrays)``, if given, checks values
+    (NaN, ranges, ...) and raises ValueError: it runs once over the whole batch, and only if
+    that fails, once per request to tell each bad request its own error (the hot path pays
+    one vectorised check per batch, not one per request). ``run(*arrays)`` gets each array
+    concatenated over the valid requests and returns one array, which is split back into
+    one float32 ``output`` tensor per request. ``what`` names the model in the error of a
+    failed run.
     """
     responses: list = [None] * len(requests)
     good, parts = [], []
@@ -77,17 +89,34 @@ def execute_batched(
             responses[i] = pb_utils.InferenceResponse(error=bad_request(str(e)))
     if not good:
         return responses
+    arrays = _concatenated(parts)
+    if check is not None:
+        try:
+            check(*arrays)
+        except ValueError:
+            kept = []
+            for i, part in zip(good, parts, strict=True):
+                try:
+                    check(*part)
+                    kept.append((i, part))
+                except ValueError as e:
+                    responses[i] = pb_utils.InferenceResponse(error=bad_request(str(e)))
+            if not kept:
+                return responses
+            good, parts = [i for i, _ in kept], [p for _, p in kept]
+            arrays = _concatenated(parts)
     try:
-        result = run(*(np.concatenate(column) for column in zip(*parts, strict=True)))
+        result = run(*arrays)
     except Exception as e:  # every client of this batch gets the message; the server goes on
         error = pb_utils.TritonError(f"{what} failed: {e}")
         for i in good:
             responses[i] = pb_utils.InferenceResponse(error=error)
         return responses
+    result = np.ascontiguousarray(result, np.float32)
     start = 0
     for i, part in zip(good, parts, strict=True):
         n = part[0].shape[0]
-        tensor = pb_utils.Tensor(output, np.ascontiguousarray(result[start : start + n], np.float32))
+        tensor = pb_utils.Tensor(output, result[start : start + n])
         responses[i] = pb_utils.InferenceResponse(output_tensors=[tensor])
         start += n
     return responses

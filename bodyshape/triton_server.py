@@ -51,7 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--log", type=Path, default=None, help="server log file (default: a temporary file)")
     parser.add_argument(
-        "--model-config-name", default=None, help="e.g. tensorrt_plan on a GPU host with a built model.plan"
+        "--model-config-name",
+        default=None,
+        help="config variant: gpu (ONNX Runtime CUDA + Anny on PyTorch CUDA, needs onnxruntime-gpu), "
+        "or tensorrt_plan (NVIDIA's container with a built model.plan)",
     )
 
 

@@ -107,8 +107,12 @@ def export_onnx(net: BodyShapeNet, path: str | Path) -> Path:
     return path
 
 
-def ort_session(path: str | Path, intra_op_threads: int = 0):
-    """ONNX Runtime CPU session with all graph optimisations; 0 threads = ORT's default."""
+def ort_session(path: str | Path, intra_op_threads: int = 0, providers=("CPUExecutionProvider",)):
+    """ONNX Runtime session with all graph optimisations; 0 threads = ORT's default.
+
+    ``providers``: ONNX Runtime's execution providers, e.g. ``("CUDAExecutionProvider",
+    "CPUExecutionProvider")`` with onnxruntime-gpu (``bodyshape bench --device gpu``).
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -116,7 +120,7 @@ def ort_session(path: str | Path, intra_op_threads: int = 0):
     opts.intra_op_num_threads = intra_op_threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
 
 
 @dataclass

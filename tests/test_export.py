@@ -15,7 +15,13 @@ from bodyshape.paths import MODEL_REPOSITORY, WEIGHTS_DIR
 from bodyshape.silhouette import CANVAS_HW, to_network_input
 from export import onnx_export, tensorrt_build
 from export.export_model import export_all
-from export.triton_repository import ServingConfig, validate_repository
+from export.triton_repository import (
+    GPU_CONFIG_NAME,
+    TENSORRT_CONFIG_NAME,
+    ServingConfig,
+    body_shape_config,
+    validate_repository,
+)
 
 WEIGHTS = WEIGHTS_DIR / "fused.safetensors"
 
@@ -128,14 +134,48 @@ def test_export_writes_a_valid_repository(tmp_path, capsys):
         ("HEIGHT", model_config_pb2.TYPE_FP32, [1]),
     ]
     assert shape.HasField("dynamic_batching")
-    gpu = _parse_config(out / "body_shape/configs/tensorrt_plan.pbtxt")
-    assert gpu.platform == "tensorrt_plan" and list(gpu.input) == list(shape.input)
+    trt = _parse_config(out / f"body_shape/configs/{TENSORRT_CONFIG_NAME}.pbtxt")
+    assert trt.platform == "tensorrt_plan" and list(trt.input) == list(shape.input)
     mesh = _parse_config(out / "body_mesh/config.pbtxt")
     assert list(mesh.output[0].dims) == [N_VERTICES, 3]
     pipe = _parse_config(out / "body_pipeline/config.pbtxt")
     assert pipe.platform == "ensemble"
     assert [s.model_name for s in pipe.ensemble_scheduling.step] == ["body_shape", "body_mesh"]
     assert (out / "body_pipeline/1").is_dir()
+
+
+def _parameters(config) -> dict[str, str]:
+    return {k: v.string_value for k, v in config.parameters.items()}
+
+
+@pytest.mark.parametrize("model", ["body_shape", "body_mesh"])
+def test_gpu_config_is_well_formed(model):
+    """The committed ``gpu`` variant (bundled server on a GPU host): the CPU config's model, I/O
+    and batching, on KIND_GPU instances, with ONNX Runtime's CUDA provider / Anny on CUDA.
+    Serving it needs a GPU: tests/test_triton.py::test_gpu_config_serves_on_the_gpu."""
+    cpu = _parse_config(MODEL_REPOSITORY / model / "config.pbtxt")
+    gpu = _parse_config(MODEL_REPOSITORY / model / "configs" / f"{GPU_CONFIG_NAME}.pbtxt")
+    assert gpu.name == cpu.name == model and gpu.backend == cpu.backend == "python"
+    assert list(gpu.input) == list(cpu.input) and list(gpu.output) == list(cpu.output)
+    assert gpu.max_batch_size == cpu.max_batch_size and gpu.HasField("dynamic_batching")
+    kinds = model_config_pb2.ModelInstanceGroup
+    assert [(g.kind, g.count >= 1) for g in gpu.instance_group] == [(kinds.KIND_GPU, True)]
+    assert all(g.kind == kinds.KIND_CPU for g in cpu.instance_group)
+    params, cpu_params = _parameters(gpu), _parameters(cpu)
+    assert params.keys() == cpu_params.keys()
+    if model == "body_shape":
+        assert params["EXECUTION_PROVIDER"] == "CUDAExecutionProvider"
+        assert cpu_params["EXECUTION_PROVIDER"] == "CPUExecutionProvider"
+        assert {k: v for k, v in params.items() if "HEIGHT" in k} == {
+            k: v for k, v in cpu_params.items() if "HEIGHT" in k
+        }
+    else:
+        assert (params["DEVICE"], cpu_params["DEVICE"]) == ("cuda", "cpu")
+
+
+def test_serving_config_refuses_an_unknown_device():
+    with pytest.raises(BodyShapeError, match="'cpu' or 'gpu'"):
+        body_shape_config(CANVAS_HW, ServingConfig(), device="cuda")
 
 
 #: Batch-norm folding rounds differently on other CPUs (observed: the last bit of some

@@ -3,9 +3,13 @@
 One server for the module (about 10 s to start with a warm Anny cache, ~90 s cold).
 """
 
+import json
 import os
+import shutil
 import signal
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -16,9 +20,11 @@ from bodyshape.body_model import N_VERTICES
 from bodyshape.errors import BodyShapeError
 from bodyshape.paths import MODEL_REPOSITORY
 from bodyshape.reconstruct import LocalPredictor, mesh_from_shape
+from bodyshape.silhouette import CANVAS_HW
 from bodyshape.triton_client import TritonInferenceError, TritonPredictor, TritonUnavailableError
-from bodyshape.triton_server import BundledTriton, free_port
+from bodyshape.triton_server import BundledTriton, TritonServerError, free_port
 from export.onnx_export import example_inputs
+from export.triton_repository import GPU_CONFIG_NAME, ServingConfig, body_shape_config, write_repository
 
 SHAPE_ATOL = 1e-4  # shape parameters, Triton (ONNX Runtime) vs in-process PyTorch
 VERTEX_ATOL = 1e-4  # metres (0.1 mm)
@@ -165,24 +171,127 @@ def test_predictor_splits_batches_over_the_maximum(server, reference):
 
 
 @pytest.mark.triton
+def test_bad_requests_in_a_dynamic_batch_get_their_own_errors(server, reference):
+    """Good and bad requests sent together (so that the batcher groups them): each bad one
+    gets its own message, each good one its own parameters. The value checks run once per
+    batch and per request only when that fails (bodyshape.triton_backend.execute_batched)."""
+    f, s, h, ref_shape, _ = reference
+    good = {"FRONT": f[:1], "SIDE": s[:1], "HEIGHT": h[:1].reshape(1, 1)}
+    bad = _bad_inputs(f, s, h)
+    cases = [("good", good), ("NaN height", bad["NaN height"]), ("good", good)]
+    cases += [
+        ("empty silhouette", bad["empty silhouette"]),
+        ("good", good),
+        ("height in cm", bad["height in cm"]),
+    ]
+    expected = {"NaN height": "NaN", "empty silhouette": "empty", "height in cm": "metres"}
+
+    def send(i):
+        name, arrays = cases[i]
+        client = thttp.InferenceServerClient(server.http_url)  # gevent: one client per thread
+        try:
+            return name, _http_request(client, "body_shape", arrays)
+        except thttp.InferenceServerException as e:
+            return name, e
+
+    stats_url = f"http://{server.http_url}/v2/models/body_shape/stats"
+
+    def counts():
+        with urllib.request.urlopen(stats_url) as r:
+            st = json.load(r)["model_stats"][0]
+        return st["inference_count"], st["execution_count"]
+
+    before = counts()
+    with ThreadPoolExecutor(len(cases)) as pool:
+        for _ in range(5):
+            for name, result in pool.map(send, range(len(cases))):
+                if name == "good":
+                    assert np.abs(result.as_numpy("SHAPE") - ref_shape[:1]).max() < SHAPE_ATOL
+                else:
+                    assert isinstance(result, thttp.InferenceServerException), name
+                    assert expected[name] in result.message(), (name, result.message())
+    after = counts()
+    print("inferences, executions:", after[0] - before[0], after[1] - before[1])
+    assert server.is_running()
+
+
+@pytest.mark.triton
 def test_perf_analyzer_smoke(server, reference, tmp_path):
-    from export.bench import run_perf_analyzer, write_input_data
+    """perf_analyzer as `bodyshape bench` runs it: shared memory, server breakdown, CPU per inference."""
+    from export.bench import ServerProbe, run_perf_analyzer, write_input_data
 
     f, s, h, _, _ = reference
     data = write_input_data(tmp_path / "input.json", f[0], s[0], float(h[0]))
-    row = run_perf_analyzer(
-        "body_shape",
-        server.http_url,
-        data,
-        batch=1,
-        concurrency=2,
-        protocol="http",
-        measurement_interval_ms=500,
-        max_trials=3,
-        stability_percentage=1000,
-    )
-    print(row)
-    assert row.infer_per_s > 0 and row.p50_ms > 0
+    for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
+        row = run_perf_analyzer(
+            "body_shape",
+            url,
+            data,
+            batch=1,
+            concurrency=2,
+            protocol=protocol,
+            measurement_interval_ms=500,
+            max_trials=3,
+            stability_percentage=1000,
+            shared_memory="system",
+            server=ServerProbe(server.http_url, server.pid),
+        )
+        print(row)
+        assert row.infer_per_s > 0 and row.p50_ms > 0 and row.where == f"Triton {protocol}, shm system"
+        assert row.breakdown["compute infer"] > 0 and row.cpu_ms > 0 and row.avg_batch >= 1
+
+
+def _gpu_unavailable_reason() -> str | None:
+    """Why the ``gpu`` config cannot be served here, or None."""
+    import onnxruntime as ort
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU here (torch.cuda.is_available() is False)"
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return f"onnxruntime {ort.__version__} has no CUDAExecutionProvider: pip install onnxruntime-gpu"
+    return None
+
+
+#: ONNX Runtime CUDA (cuDNN, possibly TF32) vs PyTorch on the CPU.
+GPU_SHAPE_ATOL = 1e-2
+GPU_VERTEX_ATOL = 1e-3  # metres
+
+
+@pytest.mark.triton
+@pytest.mark.skipif(_gpu_unavailable_reason() is not None, reason=f"gpu config: {_gpu_unavailable_reason()}")
+def test_gpu_config_serves_on_the_gpu(reference):
+    """`bodyshape serve --model-config-name gpu`: body_shape on ONNX Runtime CUDA and body_mesh on
+    PyTorch CUDA, KIND_GPU instances, same answers as in-process PyTorch on the CPU."""
+    f, s, h, ref_shape, ref_verts = reference
+    with BundledTriton(MODEL_REPOSITORY, model_config_name=GPU_CONFIG_NAME) as srv:
+        for model in ("body_shape", "body_mesh"):
+            cfg = thttp.InferenceServerClient(srv.http_url).get_model_config(model)
+            assert [g["kind"] for g in cfg["instance_group"]] == ["KIND_GPU"], cfg["instance_group"]
+        with TritonPredictor(srv.grpc_url, protocol="grpc") as p:
+            shape, verts = p.reconstruct(f, s, h)
+            assert np.abs(shape - ref_shape).max() < GPU_SHAPE_ATOL
+            assert np.abs(verts - ref_verts).max() < GPU_VERTEX_ATOL
+
+
+@pytest.mark.triton
+def test_gpu_provider_that_onnxruntime_lacks_is_a_clear_load_error(tmp_path):
+    """The CPU half of the GPU path: body_shape asked for ONNX Runtime's CUDA provider where
+    onnxruntime has none (the CPU wheel) fails to load, naming the fix; nothing runs on the CPU
+    in its place. (KIND_CPU here: a KIND_GPU instance needs a GPU before model.py runs.)"""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider: test_gpu_config_serves_on_the_gpu covers it")
+    info = json.loads((MODEL_REPOSITORY / "body_shape/1/export_info.json").read_text())
+    repo = write_repository(tmp_path / "repo", MODEL_REPOSITORY / "body_shape/1/model.onnx", info)
+    for model in ("body_mesh", "body_pipeline"):  # body_shape alone: a quicker start
+        shutil.rmtree(repo / model)
+    gpu = body_shape_config(CANVAS_HW, ServingConfig(), "gpu")
+    (repo / "body_shape/config.pbtxt").write_text(gpu.replace("KIND_GPU", "KIND_CPU"))
+    with pytest.raises(TritonServerError, match="onnxruntime-gpu") as e:
+        BundledTriton(repo, start_timeout_s=120).start()
+    print(e.value)
 
 
 @pytest.mark.triton

@@ -5,7 +5,8 @@ Written by ``bodyshape export`` (source: ``export/triton_models/body_mesh.py``).
 in-process path uses, and checks heights with ``bodyshape.reconstruct.check_height_m``, so
 the server needs the ``bodyshape`` package importable: the bundled server puts the
 project's environment first on PATH; in NVIDIA's container, ``pip install`` the project
-first (see docs/serving.md).
+first (see docs/serving.md). ``config.pbtxt`` runs Anny on the CPU; ``configs/gpu.pbtxt``
+(``--model-config-name=gpu``) on the instance's GPU with PyTorch CUDA (parameter DEVICE).
 
 Inputs:  SHAPE fp32 [-1, N_SHAPE], HEIGHT fp32 [-1, 1] metres
 Output:  VERTICES fp32 [-1, V, 3] metres (rest A-pose, feet on z = 0, scaled to the height)
@@ -33,10 +34,20 @@ class TritonPythonModel:
         threads = int(params.get("TORCH_THREADS", "0"))
         if threads > 0:
             torch.set_num_threads(threads)
+        device = params.get("DEVICE", "cpu")
+        if device == "cuda":
+            if not torch.cuda.is_available():
+                raise pb_utils.TritonModelException(
+                    f"the GPU config of body_mesh needs PyTorch with CUDA and a GPU; this torch "
+                    f"{torch.__version__} sees none"
+                )
+            device = f"cuda:{int(args.get('model_instance_device_id') or 0)}"
+        elif device != "cpu":
+            raise pb_utils.TritonModelException(f"DEVICE must be cpu or cuda, got {device!r}")
         self.n_shape = N_SHAPE
         self.check_height_m = check_height_m
         self.mesh_from_shape = mesh_from_shape
-        self.body = get_body_model()  # about 5 s from anny's disk cache, 80 s on a cold cache
+        self.body = get_body_model(device)  # about 5 s from anny's disk cache, 80 s on a cold cache
         outs = {o["name"]: o for o in cfg["output"]}
         dims = [int(d) for d in outs["VERTICES"]["dims"]]
         if dims != [N_VERTICES, 3]:
