@@ -10,11 +10,19 @@ JSON-encoded Python-backend outputs). Batches over the server's maximum are spli
 Errors: :class:`TritonUnavailableError` when the server cannot be reached or one of the models
 is not ready (``not_ready`` then names them, with Triton's state and reason), and
 :class:`TritonInferenceError` when it refuses a request (its message is kept).
+
+Fail-over: a request whose connection fails (refused, reset, closed before the answer), or that
+a load balancer answers with 502/503 (no replica could take it), is sent again, ``retries``
+times at most, after a short pause and on a new connection: inference is idempotent, and
+behind a balancer (``bodyshape serve --replicas N``) the next try reaches a live replica.
+Timeouts are not retried: a hung or overloaded server would get the work twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import time
 
 import numpy as np
 
@@ -25,6 +33,12 @@ SHAPE_MODEL = "body_shape"
 MESH_MODEL = "body_mesh"
 PIPELINE_MODEL = "body_pipeline"
 MODELS = (SHAPE_MODEL, MESH_MODEL, PIPELINE_MODEL)
+#: HTTP statuses of a load balancer that could not reach a replica (504, its timeout, is not
+#: retried: the replica may still be working on the request).
+GATEWAY_ERRORS = ("502", "503")
+#: Connection failures are retried this many times, after RETRY_PAUSE_S, 2x, 4x ... that.
+DEFAULT_RETRIES = 2
+RETRY_PAUSE_S = 0.25
 
 
 class TritonUnavailableError(BodyShapeError):
@@ -69,29 +83,44 @@ class TritonPredictor:
         connect_timeout_s: float = 5.0,
         max_batch_size: int = 64,
         check_ready: bool = True,
+        retries: int = DEFAULT_RETRIES,
     ) -> None:
         if protocol not in ("http", "grpc"):
             raise BodyShapeError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
-        self.url, ssl = _strip_scheme(url)
+        self.url, self._ssl = _strip_scheme(url)
         self.protocol = protocol
         self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
         self.max_batch_size = max_batch_size
+        self.retries = max(0, int(retries))
         try:
-            if protocol == "http":
-                import tritonclient.http as tc
-
-                self._client = tc.InferenceServerClient(
-                    self.url, connection_timeout=connect_timeout_s, network_timeout=timeout_s, ssl=ssl
-                )
-            else:
-                import tritonclient.grpc as tc
-
-                self._client = tc.InferenceServerClient(self.url, ssl=ssl)
+            self._client = self._new_client()
         except Exception as e:  # malformed URL and the like
             raise TritonUnavailableError(f"cannot create a Triton {protocol} client for {url!r}: {e}") from e
-        self._tc = tc
         if check_ready:
             self.wait_ready(timeout_s=0)
+
+    def _new_client(self):
+        if self.protocol == "http":
+            import tritonclient.http as tc
+
+            self._tc = tc
+            return tc.InferenceServerClient(
+                self.url,
+                connection_timeout=self.connect_timeout_s,
+                network_timeout=self.timeout_s,
+                ssl=self._ssl,
+            )
+        import tritonclient.grpc as tc
+
+        self._tc = tc
+        return tc.InferenceServerClient(self.url, ssl=self._ssl)
+
+    def _reconnect(self) -> None:
+        """A new client: the old one's pooled connections may lead to a replica that died."""
+        old, self._client = self._client, self._new_client()
+        with contextlib.suppress(Exception):  # closing a client of a dead server
+            old.close()
 
     def __repr__(self) -> str:
         return f"TritonPredictor({self.url!r}, protocol={self.protocol!r})"
@@ -173,6 +202,20 @@ class TritonPredictor:
     def _infer(
         self, model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...]
     ) -> dict[str, np.ndarray]:
+        """One inference; a failed connection is retried up to ``retries`` times (module doc)."""
+        for attempt in range(self.retries + 1):
+            try:
+                return self._infer_once(model, inputs, outputs)
+            except TritonUnavailableError as e:
+                if attempt == self.retries or not _retryable(e.__cause__):
+                    raise
+            time.sleep(RETRY_PAUSE_S * 2**attempt)
+            self._reconnect()
+        raise AssertionError("unreachable")
+
+    def _infer_once(
+        self, model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...]
+    ) -> dict[str, np.ndarray]:
         tc = self._tc
         dtypes = {np.dtype(np.uint8): "UINT8", np.dtype(np.float32): "FP32"}
         tensors = []
@@ -192,7 +235,7 @@ class TritonPredictor:
         try:
             result = self._client.infer(model, tensors, outputs=req, **kwargs)
         except tc.InferenceServerException as e:
-            if _is_connection_error(e):
+            if _is_connection_error(e) or _status(e) in GATEWAY_ERRORS:
                 raise TritonUnavailableError(f"Triton server at {self.url} is not reachable: {e}") from e
             # "unknown model ... has no available versions" and the like: say which model is down.
             not_ready = self.not_ready()
@@ -279,6 +322,32 @@ def _prepare(front, side, height_m) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     if len(height) != len(front):
         raise BodyShapeError(f"got {len(front)} silhouette pairs but {len(height)} heights")
     return np.ascontiguousarray(front), np.ascontiguousarray(side), np.ascontiguousarray(height)
+
+
+def _retryable(e: BaseException | None) -> bool:
+    """A failure worth another try: the connection failed (refused, reset, closed early) or a
+    load balancer had no replica for the request (HTTP 502/503, gRPC UNAVAILABLE). Not a
+    timeout, not a model's own error."""
+    if e is None or isinstance(e, TimeoutError):
+        return False
+    if isinstance(e, ConnectionError | http.client.HTTPException):
+        return True
+    status = _status(e)
+    if status in GATEWAY_ERRORS or status.endswith("UNAVAILABLE"):
+        return True
+    msg = str(e).lower()
+    if "timed out" in msg or "timeout" in msg or "deadline" in msg:
+        return False
+    return isinstance(e, OSError) or any(
+        k in msg
+        for k in ("connection refused", "connection reset", "failed to connect", "broken pipe", "eof")
+    )
+
+
+def _status(e: BaseException) -> str:
+    """tritonclient's status of an InferenceServerException ("503", "StatusCode.UNAVAILABLE"), or ""."""
+    status = getattr(e, "status", None)
+    return str(status() or "") if callable(status) else ""
 
 
 def _is_connection_error(e: Exception) -> bool:
