@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
+from bodyshape.capture import CaptureCheck, marked_preview
 from bodyshape.errors import BodyShapeError
 from bodyshape.photo import PhotoSilhouette, Segmenter, check_view_pair, photo_to_silhouette
 from bodyshape.reconstruct import check_height_cm
@@ -26,6 +26,7 @@ from demo.files import Downloads, Uploads
 from demo.mask_cache import RecentMasks
 from demo.pipeline import (
     HOW_TO_HEADER,
+    RANGE_HEADER,
     Result,
     measurement_rows,
     mesh_figure,
@@ -49,10 +50,12 @@ class Reconstruction:
     front_preview: np.ndarray  # (128, 96) x PREVIEW_ZOOM uint8: what the network saw
     side_preview: np.ndarray
     figure: Any  # plotly Figure of the mesh
-    table: Any  # pandas DataFrame [Measurement, <units>, How to measure it yourself]
+    table: Any  # pandas DataFrame [Measurement, <units>, 80% range, How to measure it yourself]
     files: list[str]  # OBJ, GLB, CSV, JSON
     measurements: dict[str, float]  # metres
+    intervals: dict[str, tuple[float, float]]  # metres, each measurement's 80% interval
     cache: dict[str, PhotoSilhouette]  # the session's masks by upload path (no photo pixels)
+    feedback: str = ""  # markdown: the capture checks' warnings (what to do), or that all passed
 
 
 @dataclass(frozen=True)
@@ -68,16 +71,21 @@ class Failure:
     def status(self) -> str:
         return f"**Error:** {self.message}"
 
+    @property
+    def feedback(self) -> str:
+        return ""
+
 
 PageResult = Reconstruction | Failure
 
 
-def measurement_table(measurements: dict[str, float], units: str):
+def measurement_table(measurements: dict[str, float], units: str, intervals: dict[str, tuple[float, float]] | None = None):
     """The measurements as the page's table (a DataFrame; empty for no body): label, value in
-    ``units``, how to measure it yourself."""
+    ``units``, its 80% range, how to measure it yourself."""
     import pandas as pd
 
-    return pd.DataFrame(measurement_rows(measurements, units), columns=["Measurement", units, HOW_TO_HEADER])
+    return pd.DataFrame(measurement_rows(measurements, units, intervals),
+                        columns=["Measurement", units, RANGE_HEADER, HOW_TO_HEADER])  # fmt: skip
 
 
 class DemoHandler:
@@ -126,11 +134,13 @@ class DemoHandler:
                 return recent
         sil = photo_to_silhouette(path, view, self.segmenter)
         # Keep only masks in the session, never the photo; of the full mask only the person's
-        # box (all the view-pair check reads), to keep each session small (see STATE_SESSIONS).
+        # box (all the view-pair and capture checks read), to keep each session small (see
+        # STATE_SESSIONS). The image keeps its height and width but no pixels: (H, W, 0).
         top, bottom, left, right = bounding_box(sil.mask)
         box = sil.mask[top:bottom, left:right].copy()
+        h, w = sil.image.shape[:2]
         cache[path] = dataclasses.replace(
-            sil, image=np.zeros((0, 0, 3), np.uint8), probability=np.zeros((0, 0), np.uint8), mask=box
+            sil, image=np.zeros((h, w, 0), np.uint8), probability=np.zeros((0, 0), np.uint8), mask=box
         )
         self.recent.put(path, view, cache[path])
         return sil
@@ -156,7 +166,7 @@ class DemoHandler:
             for i, (path, view) in enumerate(((front_path, "front"), (side_path, "side"))):
                 sils.append(self.silhouette(path, view, old))
                 new[path] = old[path]
-                previews[i] = _preview(sils[-1].silhouette)
+                previews[i] = marked_preview(sils[-1].silhouette, view, [], PREVIEW_ZOOM)
             check_view_pair(*sils)
             rembg = sum(s.timings.get("rembg", 0.0) for s in sils if s.image.size)
             timings = {"photos": time.perf_counter() - t0, "rembg": rembg}
@@ -174,27 +184,40 @@ class DemoHandler:
         """The model's answer -> figure, table, download files and the timing line."""
         t_fig = time.perf_counter()
         fig = mesh_figure(result.vertices, result.faces)
-        table = measurement_table(result.measurements, units)
+        table = measurement_table(result.measurements, units, result.intervals)
         files = [str(p) for p in write_outputs(result, self.downloads.new_folder()).values()]
+        front, side = (marked_preview(getattr(result, v).silhouette, v, result.checks, PREVIEW_ZOOM)
+                       for v in ("front", "side"))  # fmt: skip
         t_end = time.perf_counter()
         tm = result.timings
         status = (
             f"**Done in {t_end - t0:.2f} s** on the server: background removal {tm['rembg']:.2f} s "
-            f"(photos total {tm['photos']:.2f} s), body model ({self.backend.name}) {tm['model']:.2f} s, "
+            f"(photos total {tm['photos']:.2f} s), capture checks {1000 * tm['checks']:.1f} ms, "
+            f"body model ({self.backend.name}) {tm['model']:.2f} s, "
             f"measurements {tm['measure']:.2f} s, figure and files {t_end - t_fig:.2f} s."
         )
         log.info("reconstruct ok: %s", status)
-        return Reconstruction(status, previews[0], previews[1], fig, table, files, result.measurements, cache)
+        return Reconstruction(status, front, side, fig, table, files, result.measurements, result.intervals, cache,
+                              feedback_markdown(result.checks))  # fmt: skip
 
-    def table(self, measurements: dict[str, float] | None, units: str):
-        """The table again in other units (the units radio's event)."""
-        return measurement_table(measurements or {}, units)
+    def table(self, shown: dict | None, units: str):
+        """The table again in other units (the units radio's event). ``shown``: the page's state,
+        ``{"measurements": ..., "intervals": ...}`` of the body on the page (empty: none)."""
+        shown = shown or {}
+        return measurement_table(shown.get("measurements", {}), units, shown.get("intervals"))
+
+
+def feedback_markdown(checks: list[CaptureCheck]) -> str:
+    """The capture checks for the page: each warning (what to do), or one line saying all passed."""
+    failed = [c for c in checks if not c.passed]
+    if not failed:
+        return f"**Photos checked:** pose, stance, posture, framing and the pair look right ({len(checks)} checks passed)."
+    items = "\n".join(f"- {c.message}" for c in failed)
+    return (
+        f"**⚠ Check your photos** ({len(failed)} of {len(checks)} capture checks failed; the result below "
+        f"may be less accurate, and the problem is marked in red on the silhouettes):\n{items}"
+    )
 
 
 def _sentence(msg: str) -> str:
     return msg[:1].upper() + msg[1:] + ("" if msg.endswith(".") else ".")
-
-
-def _preview(sil: np.ndarray) -> np.ndarray:
-    big = cv2.resize(sil, None, fx=PREVIEW_ZOOM, fy=PREVIEW_ZOOM, interpolation=cv2.INTER_NEAREST)
-    return np.ascontiguousarray(big)

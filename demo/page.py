@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from bodyshape import capture
 from bodyshape.errors import BodyShapeError
 from bodyshape.photo import MAX_BYTES, Segmenter
 from bodyshape.reconstruct import MAX_HEIGHT_CM, MIN_HEIGHT_CM
@@ -26,7 +27,7 @@ from demo.backend import Backend
 from demo.files import upload_path
 from demo.handler import DemoHandler, Failure, PageResult, measurement_table
 from demo.make_assets import GUIDE, load_examples
-from demo.pipeline import HOW_TO_HEADER, placeholder_figure
+from demo.pipeline import HOW_TO_HEADER, RANGE_HEADER, placeholder_figure
 
 #: Reconstructions run at the same time; the others wait in Gradio's queue. Chosen for 2 CPU
 #: cores by `bodyshape loadtest` (8 users, interleaved 45 s rounds, one Triton; numbers in
@@ -49,6 +50,7 @@ STATE_SESSIONS = 1000
 #: The *Reconstruct* event's outputs, in order: the names of the components in build_demo.
 OUTPUT_NAMES = (
     "status",
+    "feedback",  # the capture checks (API clients: second, so the body's outputs stay last)
     "front_preview",
     "side_preview",
     "figure",
@@ -58,17 +60,23 @@ OUTPUT_NAMES = (
     "cache",
 )
 
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+#: The capture guide: its pose and framing steps are the instructions the capture checks'
+#: warnings end with (bodyshape.capture.GUIDE), so the two cannot drift apart.
 CAPTURE_TEXT = f"""
 **How to take the two photos**
-1. **Front:** stand facing the camera, arms straight and held about 45° away from the body,
-   feet hip-width apart, looking ahead.
-2. **Side:** turn so that you face the **right edge of the picture** (right shoulder toward
-   the camera), arms hanging straight down along the body, feet together.
-3. Camera upright at waist height, 2–3 m away, so that the **whole body, head to feet, is in
-   the picture with some space around it**. Same distance for both photos.
-4. Plain wall behind you, nobody else in the picture, tight clothes (or underwear), hair tied
-   back, no shoes.
+1. **Front:** face the camera; {capture.GUIDE["front_arms"]}; {capture.GUIDE["front_feet"]}; {capture.GUIDE["front_tilt"]}.
+2. **Side:** {capture.GUIDE["side_turned"]}; {capture.GUIDE["side_arms"]}; {capture.GUIDE["side_lean"]}.
+3. Camera at waist height, 2–3 m away: {capture.GUIDE["framing"]}. Same distance for both photos.
+4. {_capital(capture.GUIDE["same_person"])}. Plain wall behind you, nobody else in the picture, tight
+   clothes (or underwear), hair tied back, no shoes.
 5. Enter your height: it sets the size of the body ({MIN_HEIGHT_CM:.0f}–{MAX_HEIGHT_CM:.0f} cm).
+
+After *Reconstruct* the photos are checked against this guide; a warning says what to change
+and marks the problem on the silhouettes, and the result is still shown.
 
 The measurements are defined as ISO 8559-1 (the clothing-size standard) defines them, the way a
 tape measure takes them; the table says how to take each one yourself, to compare.
@@ -89,10 +97,11 @@ def output_values(result: PageResult) -> tuple:
         )
     else:
         shown = dict(
-            figure=result.figure, table=result.table, files=result.files, measurements=result.measurements
+            figure=result.figure, table=result.table, files=result.files,
+            measurements={"measurements": result.measurements, "intervals": result.intervals},
         )
     values = dict(status=result.status, front_preview=result.front_preview, side_preview=result.side_preview,
-                  cache=result.cache, **shown)  # fmt: skip
+                  cache=result.cache, feedback=result.feedback, **shown)  # fmt: skip
     return tuple(values[name] for name in OUTPUT_NAMES)
 
 
@@ -141,14 +150,16 @@ def _results() -> dict[str, Any]:
     import gradio as gr
 
     c: dict[str, Any] = {}
+    # The capture checks' warnings, right above the silhouettes they mark and the result.
+    c["feedback"] = gr.Markdown("", elem_id="capture_feedback")
     with gr.Row():
         with gr.Column(scale=1):
-            gr.Markdown("**What the network sees** (normalised 128×96 silhouettes)")
+            gr.Markdown("**What the network sees** (normalised 128×96 silhouettes; capture problems marked in red)")
             with gr.Row():
                 c["front_preview"] = gr.Image(label="front", interactive=False, height=260, elem_id="front_sil",
-                                              image_mode="L", format="png")  # fmt: skip
+                                              image_mode="RGB", format="png")  # fmt: skip
                 c["side_preview"] = gr.Image(label="side", interactive=False, height=260, elem_id="side_sil",
-                                             image_mode="L", format="png")  # fmt: skip
+                                             image_mode="RGB", format="png")  # fmt: skip
         with gr.Column(scale=2):
             c["figure"] = gr.Plot(placeholder_figure(), label="3D body (drag to rotate)", elem_id="mesh_plot")
         with gr.Column(scale=1):
@@ -157,9 +168,9 @@ def _results() -> dict[str, Any]:
     # Full width: each row also says how to take the measurement yourself. Tall enough to show
     # every row without a scroll bar (Gradio's default max_height is 500 px).
     c["table"] = gr.Dataframe(
-        headers=["Measurement", "cm", HOW_TO_HEADER], datatype=["str", "number", "str"],
+        headers=["Measurement", "cm", RANGE_HEADER, HOW_TO_HEADER], datatype=["str", "number", "str", "str"],
         label="Measurements (ISO 8559-1 definitions, as a tape measure takes them)", interactive=False,
-        elem_id="measurements", wrap=True, column_widths=["16%", "8%", "76%"], max_height=2000,
+        elem_id="measurements", wrap=True, column_widths=["16%", "8%", "13%", "63%"], max_height=2000,
     )  # fmt: skip
     return c
 

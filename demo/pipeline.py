@@ -18,10 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from bodyshape.capture import CaptureCheck, check_capture
 from bodyshape.errors import BodyShapeError
-from bodyshape.measurements import MEASUREMENTS, Measurement
+from bodyshape.measurements import MEASUREMENT_NAMES, MEASUREMENTS, Measurement
 from bodyshape.photo import PhotoSilhouette, Segmenter, check_view_pair, get_segmenter, photo_to_silhouette
-from bodyshape.reconstruct import check_height_cm
+from bodyshape.reconstruct import check_height_cm, mesh_from_shape
+from bodyshape.shared import Shared
+from bodyshape.uncertainty import COVERAGE, IntervalModel, load_intervals, tta_inputs, tta_measure
+
+_INTERVALS: Shared[IntervalModel] = Shared(load_intervals, "interval calibration")
+#: The shipped interval calibration (bodyshape/weights/intervals.json), read once per process.
+get_intervals = _INTERVALS.get
 
 CM_PER_INCH = 2.54
 #: The page table's column with each measurement's "how to measure this yourself" line.
@@ -32,6 +39,15 @@ MEASUREMENT_NOTES = (
     "convex-hull (tape-measure) perimeters of a plane section, surface lengths follow the body's "
     "outline as a tape does, height, inside leg and shoulder width are straight. Definitions on the "
     "mesh: bodyshape/measurements.py and docs/measurements.md."
+)
+
+#: What the intervals mean, for the JSON download.
+INTERVALS_NOTE = (
+    f"Each measurement's {COVERAGE:.0%} interval: on synthetic bodies like the calibration set (bare bodies in the "
+    "capture pose and off it, bodies off the body model, bare photos), about 8 in 10 true values fall inside. It "
+    "widens where the model's four looks at the photos disagree. It does not cover loose clothing: a garment 1 cm "
+    "off the body adds about 6 cm to a girth, which no silhouette can tell from the body. Calibration and "
+    "coverage per test split: docs/evaluation.md."
 )
 
 
@@ -46,6 +62,13 @@ class Result:
     measurements: dict[str, float]  # metres
     backend: str
     timings: dict[str, float] = field(default_factory=dict)  # seconds
+    checks: list[CaptureCheck] = field(default_factory=list)  # capture feedback (bodyshape.capture)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # metres, 80% (uncertainty)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the failed capture checks tell the user (the result is still shown)."""
+        return [c.message for c in self.checks if not c.passed]
 
 
 def silhouettes_from_photos(front_src, side_src, segmenter: Segmenter | None = None):
@@ -65,18 +88,28 @@ def reconstruct_silhouettes(
     from bodyshape.measurements import measure
 
     timings = dict(timings or {})
+    t_check = time.perf_counter()
+    checks = check_capture(front, side)
     t0 = time.perf_counter()
-    shape, verts = backend.reconstruct(
-        front.silhouette[None], side.silhouette[None], np.array([height_m], np.float32)
-    )
+    timings["checks"] = t0 - t_check
+    # Test-time augmentation: the model reads the pair four times (as taken and mirrored) in
+    # one batch; the reported body is the mean shape, the four answers' spread sizes the
+    # interval of each measurement (bodyshape/uncertainty.py).
+    h = np.array([height_m], np.float32)
+    variants = tta_inputs(front.silhouette[None], side.silhouette[None], h)
+    shapes, verts = backend.reconstruct(*variants)
     t1 = time.perf_counter()
-    vertices = np.asarray(verts[0], np.float32)
+    tta = tta_measure(np.asarray(shapes, np.float32), np.asarray(verts, np.float32), h)
+    vertices = mesh_from_shape(tta.shape, h)[0]
     measurements = measure(vertices)
+    point = np.array([measurements[n] for n in MEASUREMENT_NAMES])
+    low, high = get_intervals().bounds(point, tta.spread[0])
+    intervals = {n: (float(lo), float(hi)) for n, lo, hi in zip(MEASUREMENT_NAMES, low, high, strict=True)}
     t2 = time.perf_counter()
     timings.update(model=t1 - t0, measure=t2 - t1)
     return Result(
-        front, side, height_m, np.asarray(shape[0]), vertices, get_body_model().faces, measurements,
-        backend.name, timings,
+        front, side, height_m, tta.shape[0], vertices, get_body_model().faces, measurements,
+        backend.name, timings, checks, intervals,
     )  # fmt: skip
 
 
@@ -93,10 +126,12 @@ def reconstruct_photos(front_src, side_src, height_cm, backend, segmenter: Segme
 @dataclass(frozen=True)
 class MeasurementValue:
     """One measurement as people read it: its definition (label, ISO term, how to measure it
-    yourself; from :data:`bodyshape.measurements.MEASUREMENTS`) and its value."""
+    yourself; from :data:`bodyshape.measurements.MEASUREMENTS`), its value and its interval."""
 
     spec: Measurement
     cm: float
+    low_cm: float | None = None  # the 80% interval (bodyshape/uncertainty.py), if known
+    high_cm: float | None = None
 
     @property
     def inches(self) -> float:
@@ -106,27 +141,58 @@ class MeasurementValue:
         """The value in ``units`` ("cm" or "in"), rounded to 1 decimal for tables."""
         return round(self.cm if units == "cm" else self.inches, 1)
 
+    def interval(self, units: str) -> tuple[float, float] | None:
+        """(low, high) in ``units``, rounded to 1 decimal, or None."""
+        if self.low_cm is None or self.high_cm is None:
+            return None
+        k = 1.0 if units == "cm" else 1.0 / CM_PER_INCH
+        return round(self.low_cm * k, 1), round(self.high_cm * k, 1)
 
-def measurement_values(measurements: dict[str, float]) -> list[MeasurementValue]:
-    """The measurements (metres) in the order of ``MEASUREMENT_NAMES``, each with its definition."""
-    return [MeasurementValue(m, measurements[m.name] * 100) for m in MEASUREMENTS if m.name in measurements]
+    def range_text(self, units: str) -> str:
+        """"92.1 – 99.8" for a table, "" without an interval (height: typed, not estimated)."""
+        iv = self.interval(units)
+        return "" if iv is None or iv[0] == iv[1] else f"{iv[0]:.1f} – {iv[1]:.1f}"
 
 
-def measurement_rows(measurements: dict[str, float], units: str = "cm") -> list[list]:
-    """[[label, value, how to measure it yourself], ...] for a table; ``units`` ("cm" or "in")."""
+def measurement_values(
+    measurements: dict[str, float], intervals: dict[str, tuple[float, float]] | None = None
+) -> list[MeasurementValue]:
+    """The measurements (metres) in the order of ``MEASUREMENT_NAMES``, each with its definition
+    and, where ``intervals`` (metres) has it, its 80% interval."""
+    out = []
+    for m in MEASUREMENTS:
+        if m.name in measurements:
+            lo_hi = (intervals or {}).get(m.name)
+            low, high = (None, None) if lo_hi is None else (lo_hi[0] * 100, lo_hi[1] * 100)
+            out.append(MeasurementValue(m, measurements[m.name] * 100, low, high))
+    return out
+
+
+#: The page table's and CLI's column with each measurement's interval.
+RANGE_HEADER = f"{COVERAGE:.0%} range"
+
+
+def measurement_rows(
+    measurements: dict[str, float], units: str = "cm", intervals: dict[str, tuple[float, float]] | None = None
+) -> list[list]:
+    """[[label, value, 80% range, how to measure it yourself], ...] for a table; ``units`` ("cm" or "in")."""
     if units not in ("cm", "in"):
         raise BodyShapeError(f"units must be 'cm' or 'in', got {units!r}")
-    return [[v.spec.label, v.value(units), v.spec.how_to_measure] for v in measurement_values(measurements)]
+    return [[v.spec.label, v.value(units), v.range_text(units), v.spec.how_to_measure]
+            for v in measurement_values(measurements, intervals)]  # fmt: skip
 
 
 def measurements_json(result: Result) -> dict:
-    """The JSON download: values in cm and in inches, and each measurement's definition."""
-    values = measurement_values(result.measurements)
+    """The JSON download: values and 80% intervals in cm and in inches, each measurement's definition."""
+    values = measurement_values(result.measurements, result.intervals)
     return {
         "height_input_cm": round(result.height_m * 100, 1),
         "units": "measurements_cm: centimetres; measurements_in: inches (cm / 2.54)",
         "measurements_cm": {v.spec.name: round(v.cm, 2) for v in values},
         "measurements_in": {v.spec.name: round(v.inches, 2) for v in values},
+        "intervals_80_cm": {v.spec.name: list(v.interval("cm")) for v in values if v.interval("cm")},
+        "intervals_80_in": {v.spec.name: list(v.interval("in")) for v in values if v.interval("in")},
+        "intervals_note": INTERVALS_NOTE,
         "definitions": {
             v.spec.name: {
                 "label": v.spec.label,
@@ -138,16 +204,21 @@ def measurements_json(result: Result) -> dict:
         "shape_parameters": [round(float(x), 5) for x in result.shape],
         "model": result.backend,
         "notes": MEASUREMENT_NOTES,
+        "capture_warnings": result.warnings,
+        "capture_checks": [c.as_json() for c in result.checks],
     }
 
 
-def write_measurements_csv(measurements: dict[str, float], path: Path) -> None:
-    """One row per measurement: key, label, cm, inches, ISO 8559-1 term, how to measure it."""
+def write_measurements_csv(
+    measurements: dict[str, float], path: Path, intervals: dict[str, tuple[float, float]] | None = None
+) -> None:
+    """One row per measurement: key, label, cm, inches, the 80% interval in cm, ISO 8559-1 term, how to measure it."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["measurement", "label", "cm", "in", "iso_8559_1_term", "how_to_measure"])
-        for v in measurement_values(measurements):
-            w.writerow([v.spec.name, v.spec.label, f"{v.cm:.1f}", f"{v.inches:.1f}", v.spec.iso_term,
+        w.writerow(["measurement", "label", "cm", "in", "low_80_cm", "high_80_cm", "iso_8559_1_term", "how_to_measure"])
+        for v in measurement_values(measurements, intervals):
+            iv = v.interval("cm") or ("", "")
+            w.writerow([v.spec.name, v.spec.label, f"{v.cm:.1f}", f"{v.inches:.1f}", iv[0], iv[1], v.spec.iso_term,
                         v.spec.how_to_measure])  # fmt: skip
 
 
@@ -166,7 +237,7 @@ def write_outputs(result: Result, out_dir: str | Path, stem: str = "body") -> di
     }
     mesh.export(paths["obj"], file_type="obj", include_normals=False, include_texture=False)
     mesh.export(paths["glb"], file_type="glb")
-    write_measurements_csv(result.measurements, paths["csv"])
+    write_measurements_csv(result.measurements, paths["csv"], result.intervals)
     paths["json"].write_text(json.dumps(measurements_json(result), indent=2))
     return paths
 

@@ -2,7 +2,8 @@
 
 Writes the mesh (``.obj``, or ``.glb`` by the output's suffix; metres, Z up) and, next to it,
 ``<stem>_measurements.json`` (and ``.csv``), and prints the measurements in cm and inches
-(``--explain``: each with how to measure it yourself, to compare). Uses the bundled
+(``--explain``: each with how to measure it yourself, to compare) and the capture checks'
+warnings (:mod:`bodyshape.capture`: what to change in the photos; also in the JSON). Uses the bundled
 Triton server unless ``--triton-url`` (or env ``BODYSHAPE_TRITON_URL``) names one;
 ``--local`` runs the network in this process instead (no server).
 """
@@ -34,16 +35,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="under each measurement, print how to measure it yourself (ISO 8559-1)")  # fmt: skip
 
 
-def measurement_lines(measurements: dict[str, float], explain: bool = False) -> list[str]:
-    """The printed table: label, cm, inches (and the "how to measure" line with ``explain``)."""
-    from demo.pipeline import measurement_values
+def measurement_lines(
+    measurements: dict[str, float], explain: bool = False, intervals: dict[str, tuple[float, float]] | None = None
+) -> list[str]:
+    """The printed table: label, cm, inches, the 80% range in cm (and the "how to measure" line
+    with ``explain``)."""
+    from demo.pipeline import RANGE_HEADER, measurement_values
 
     lines = []
-    for v in measurement_values(measurements):
-        lines.append(f"  {v.spec.label:18s} {v.cm:6.1f} cm {v.inches:6.1f} in")
+    for v in measurement_values(measurements, intervals):
+        rng = v.range_text("cm")
+        lines.append(f"  {v.spec.label:18s} {v.cm:6.1f} cm {v.inches:6.1f} in" + (f"   {RANGE_HEADER} {rng} cm" if rng else ""))
         if explain:
             lines.append(f"      {v.spec.how_to_measure}")
     return lines
+
+
+def capture_lines(checks) -> list[str]:
+    """The printed capture feedback: one line per failed check, or one line saying all passed."""
+    failed = [c for c in checks if not c.passed]
+    if not failed:
+        return [f"capture checks: all {len(checks)} passed"]
+    return [f"capture warnings ({len(failed)} of {len(checks)} checks; the result may be less accurate):"] + [
+        f"  ! {c.message}" for c in failed
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,9 +96,10 @@ def run(args: argparse.Namespace) -> int:
         for view in ("front", "side"):
             cv2.imwrite(str(out.parent / f"{stem}_{view}_silhouette.png"), getattr(result, view).silhouette)
     print(f"mesh: {out}\nmeasurements: {out.parent / (stem + '_measurements.json')}")
-    print("\n".join(measurement_lines(result.measurements, args.explain)))
+    print("\n".join(measurement_lines(result.measurements, args.explain, result.intervals)))
     if not args.explain:
         print("  (--explain: how to measure each yourself, to compare)")
+    print("\n".join(capture_lines(result.checks)))
     t = result.timings
     print(
         f"time: rembg {t['rembg']:.2f} s, model ({backend.name}) {t['model']:.2f} s, measurements {t['measure']:.2f} s"

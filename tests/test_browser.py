@@ -67,6 +67,25 @@ def photos(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def bad_capture(tmp_path_factory):
+    """Photos of a rendered body (demo.synthetic's painter) with its feet together and its
+    arms close to the body: a capture the checks must warn about."""
+    import numpy as np
+
+    from bodyshape.body_model import PoseOffsets, get_body_model
+    from demo.capture_thresholds import posed_photo_masks
+    from demo.synthetic import compose_photo
+
+    shape = get_body_model().sample_shapes(4, seed=31)[1]
+    offsets = {v: PoseOffsets(leg_spread=-20, arm_abduction=-32) for v in ("front", "side")}
+    rng = np.random.default_rng(2)
+    d = tmp_path_factory.mktemp("bad_capture")
+    for view, mask in zip(("front", "side"), posed_photo_masks(shape, offsets), strict=True):
+        Image.fromarray(compose_photo(mask, rng)).save(d / f"{view}.jpg", quality=90)
+    return {"front": d / "front.jpg", "side": d / "side.jpg"}
+
+
+@pytest.fixture(scope="module")
 def page_url():
     from bodyshape.triton_server import BundledTriton
     from demo.backend import TritonBackend
@@ -105,17 +124,22 @@ def _upload(page, front, side, height):
     page.locator("#height_cm input").fill(str(height))
 
 
-def _table(page) -> dict[str, float]:
-    """{label: (value, next cell)} read off the rendered measurements table (cells are lines)."""
+def _table(page) -> dict[str, tuple]:
+    """{label: (value, (low, high) or None, how to measure)} read off the rendered measurements
+    table (cells are lines; the height's empty range cell is no line)."""
     labels = {m.label for m in MEASUREMENTS}
     lines = [t.strip() for t in page.locator("#measurements").inner_text().splitlines() if t.strip()]
     out = {}
-    for label, value, how in zip(lines, lines[1:], lines[2:], strict=False):
-        if label in labels:
-            try:
-                out[label] = (float(value), how)
-            except ValueError:
-                pass  # a header or another cell
+    for i, label in enumerate(lines[:-2]):
+        if label not in labels:
+            continue
+        try:
+            value = float(lines[i + 1])
+        except ValueError:
+            continue  # a header or another cell
+        rng = re.fullmatch(r"([\d.]+) – ([\d.]+)", lines[i + 2])
+        interval = (float(rng[1]), float(rng[2])) if rng else None
+        out[label] = (value, interval, lines[i + 3] if rng and i + 3 < len(lines) else lines[i + 2])
     return out
 
 
@@ -162,10 +186,12 @@ def test_photos_to_mesh_and_measurements(page, photos):
     table = _table(page)
     # Every measurement, in order of MEASUREMENTS, with its "how to measure it yourself" line.
     assert list(table) == [m.label for m in MEASUREMENTS]
-    assert all(table[m.label][1] == m.how_to_measure for m in MEASUREMENTS), table
+    assert all(table[m.label][2] == m.how_to_measure for m in MEASUREMENTS), table
     assert table[BY_NAME["height"].label][0] == pytest.approx(photos["height_cm"], abs=0.3)
+    assert table[BY_NAME["height"].label][1] is None  # typed, not estimated: no range
     for name in ("chest", "waist", "hip"):
-        assert 40 < table[BY_NAME[name].label][0] < 200, (name, table)
+        value, (low, high), _ = table[BY_NAME[name].label]
+        assert 40 < value < 200 and low <= value <= high and 1 < high - low < 25, (name, table)
     assert page.locator("#downloads").inner_text().count(".") >= 4  # OBJ, GLB, CSV, JSON
     # Inches on request.
     page.locator("#units label", has_text="in").click()
@@ -173,8 +199,10 @@ def test_photos_to_mesh_and_measurements(page, photos):
     while (table_in := _table(page)) == table and time.monotonic() < deadline:
         time.sleep(0.2)  # until the table shows the new units
     assert list(table_in) == list(table)
-    for label, (cm, _) in table.items():
+    for label, (cm, interval, _) in table.items():
         assert table_in[label][0] == pytest.approx(cm / 2.54, abs=0.08), label  # both rounded to 0.1
+        if interval:
+            assert table_in[label][1] == pytest.approx([v / 2.54 for v in interval], abs=0.08), label
     if os.environ.get("BODYSHAPE_SCREENSHOT"):
         page.locator("#units label", has_text="cm").click()
         time.sleep(1.0)
@@ -201,3 +229,38 @@ def test_non_image_upload_shows_a_clear_error(page, photos):
     assert "The front photo is not an image" in toast.first.inner_text()
     assert "Traceback" not in page.content()
     assert not page.evaluate(MESH_SHOWN)
+
+
+def test_bad_capture_shows_a_warning_with_the_result(page, bad_capture):
+    """Feet together and arms close: the page warns (what to do), marks the silhouettes and
+    still shows the body."""
+    from bodyshape.capture import GUIDE
+
+    _upload(page, bad_capture["front"], bad_capture["side"], 170)
+    t0 = time.perf_counter()
+    page.locator("#reconstruct").click()
+    page.wait_for_function(MESH_SHOWN, timeout=RESULT_TIMEOUT_MS)
+    print(f"\nbad capture: button press -> mesh on screen {time.perf_counter() - t0:.2f} s")
+    page.wait_for_function(
+        "document.querySelector('#capture_feedback') && "
+        "document.querySelector('#capture_feedback').innerText.includes('Check your photos')",
+        timeout=RESULT_TIMEOUT_MS,
+    )
+    feedback = " ".join(page.locator("#capture_feedback").inner_text().split())
+    assert "Front photo: your feet are too close together" in feedback, feedback
+    assert GUIDE["front_feet"] in feedback and "arms are too close" in feedback, feedback
+    assert "Done" in page.locator("#status").inner_text()
+    # The marked silhouette: red pixels in the front preview (an RGB PNG, not the grey one).
+    red = page.evaluate(
+        """async () => {
+          const img = document.querySelector('#front_sil img');
+          await img.decode();
+          const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+          const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+          const d = ctx.getImageData(0, 0, c.width, c.height).data;
+          let n = 0;
+          for (let i = 0; i < d.length; i += 4) if (d[i] > 200 && d[i + 1] < 90 && d[i + 2] < 60) n++;
+          return n;
+        }"""
+    )
+    assert red > 50, red

@@ -16,6 +16,7 @@ import pytest
 import trimesh
 
 from bodyshape.assets import have_u2netp
+from bodyshape.capture import SPECS as CAPTURE_SPECS
 from bodyshape.checkpoint import read_metadata
 from bodyshape.measurements import BY_NAME, MEASUREMENT_NAMES
 from bodyshape.paths import WEIGHTS_DIR
@@ -77,39 +78,49 @@ def test_pipeline_outputs(local_handler, example, tmp_path):
     js = json.loads(paths["json"].read_text())
     assert js["measurements_cm"]["height"] == pytest.approx(example["height_cm"], abs=0.2)
     assert list(js["measurements_cm"]) == list(MEASUREMENT_NAMES)  # every measurement, in order
+    # The capture checks: every one, with its outcome; the example photos follow the guide.
+    assert [c["check"] for c in js["capture_checks"]] == list(CAPTURE_SPECS)
+    assert js["capture_warnings"] == [] and all(c["passed"] for c in js["capture_checks"]), js["capture_checks"]
     header = paths["csv"].read_text().splitlines()[0]
-    assert header == "measurement,label,cm,in,iso_8559_1_term,how_to_measure"
+    assert header == "measurement,label,cm,in,low_80_cm,high_80_cm,iso_8559_1_term,how_to_measure"
+    # Every measurement has its 80% interval around the reported value; girths are centimetres wide.
+    assert list(js["intervals_80_cm"]) == list(MEASUREMENT_NAMES)
+    for name in ("chest", "waist", "hip"):
+        low, high = js["intervals_80_cm"][name]
+        assert low < js["measurements_cm"][name] < high and 1.0 < high - low < 20.0, (name, low, high)
     label = BY_NAME["height"].label
     cm = {row[0]: row[1] for row in measurement_rows(r.measurements, "cm")}
     inch = {row[0]: row[1] for row in measurement_rows(r.measurements, "in")}
     assert inch[label] == pytest.approx(cm[label] / 2.54, abs=0.06)
 
 
-def _tetra_result(measurements: dict[str, float]):
+def _tetra_result(measurements: dict[str, float], intervals: dict | None = None):
     """A :class:`Result` with a 4-vertex mesh and given measurements: the outputs without a model."""
     from demo.pipeline import Result
 
     vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
     faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
-    return Result(None, None, 1.7, np.zeros(20), vertices, faces, measurements, "test")
+    return Result(None, None, 1.7, np.zeros(20), vertices, faces, measurements, "test", intervals=intervals or {})
 
 
 def test_every_measurement_in_table_csv_json_and_cli(tmp_path):
     """One row per measurement of MEASUREMENT_NAMES, in order, in cm and inches (= cm / 2.54),
     with its label and "how to measure it yourself" line from bodyshape.measurements."""
     from demo.handler import measurement_table
-    from demo.pipeline import HOW_TO_HEADER, write_outputs
+    from demo.pipeline import HOW_TO_HEADER, RANGE_HEADER, write_outputs
     from demo.reconstruct_cli import measurement_lines
 
     true_cm = np.array([12.34 + 7.3 * i for i in range(len(MEASUREMENT_NAMES))])
-    result = _tetra_result({n: cm / 100 for n, cm in zip(MEASUREMENT_NAMES, true_cm, strict=True)})
+    intervals = {n: ((cm - 1.5) / 100, (cm + 2.5) / 100) for n, cm in zip(MEASUREMENT_NAMES, true_cm, strict=True)}
+    result = _tetra_result({n: cm / 100 for n, cm in zip(MEASUREMENT_NAMES, true_cm, strict=True)}, intervals)
     specs = [BY_NAME[n] for n in MEASUREMENT_NAMES]
     assert all(m.label and m.how_to_measure for m in specs)
     # The page's table, in either unit.
     for units, scale in (("cm", 1), ("in", 1 / 2.54)):
-        table = measurement_table(result.measurements, units)
-        assert list(table.columns) == ["Measurement", units, HOW_TO_HEADER]
+        table = measurement_table(result.measurements, units, result.intervals)
+        assert list(table.columns) == ["Measurement", units, RANGE_HEADER, HOW_TO_HEADER]
         assert list(table["Measurement"]) == [m.label for m in specs]
+        assert list(table[RANGE_HEADER]) == [f"{(cm - 1.5) * scale:.1f} – {(cm + 2.5) * scale:.1f}" for cm in true_cm]
         assert list(table[HOW_TO_HEADER]) == [m.how_to_measure for m in specs]
         np.testing.assert_allclose(table[units], true_cm * scale, atol=0.051)
     # CSV: both units in every row.
@@ -121,6 +132,7 @@ def test_every_measurement_in_table_csv_json_and_cli(tmp_path):
         assert [row["label"], row["iso_8559_1_term"], row["how_to_measure"]] == [m.label, m.iso_term, m.how_to_measure]
         assert float(row["cm"]) == pytest.approx(cm, abs=0.051)
         assert float(row["in"]) == pytest.approx(cm / 2.54, abs=0.051)
+        assert [float(row["low_80_cm"]), float(row["high_80_cm"])] == pytest.approx([cm - 1.5, cm + 2.5], abs=0.051)
     # JSON: both units and the definitions.
     js = json.loads(paths["json"].read_text())
     for key in ("measurements_cm", "measurements_in", "definitions"):
@@ -129,13 +141,16 @@ def test_every_measurement_in_table_csv_json_and_cli(tmp_path):
         assert js["measurements_cm"][m.name] == pytest.approx(cm, abs=0.0051)
         assert js["measurements_in"][m.name] == pytest.approx(cm / 2.54, abs=0.0051)
         assert js["definitions"][m.name]["how_to_measure"] == m.how_to_measure
+        assert js["intervals_80_cm"][m.name] == pytest.approx([cm - 1.5, cm + 2.5], abs=0.051)
     assert "inches" in js["units"] and "ISO 8559-1" in js["notes"]
     # The CLI's printout: label, cm, inches, and with --explain the line under each.
-    lines = measurement_lines(result.measurements, explain=True)
-    assert len(lines) == 2 * len(specs) and measurement_lines(result.measurements) == lines[::2]
+    lines = measurement_lines(result.measurements, explain=True, intervals=result.intervals)
+    assert len(lines) == 2 * len(specs) and measurement_lines(result.measurements, intervals=result.intervals) == lines[::2]
     for row, how, m, cm in zip(lines[::2], lines[1::2], specs, true_cm, strict=True):
-        label, cm_text, in_text = re.fullmatch(r"  (.+?) +([\d.]+) cm +([\d.]+) in", row).groups()
+        label, cm_text, in_text, lo, hi = re.fullmatch(
+            r"  (.+?) +([\d.]+) cm +([\d.]+) in   80% range ([\d.]+) – ([\d.]+) cm", row).groups()
         assert label == m.label and how.strip() == m.how_to_measure
+        assert [float(lo), float(hi)] == pytest.approx([cm - 1.5, cm + 2.5], abs=0.051)
         assert float(cm_text) == pytest.approx(cm, abs=0.051)
         assert float(in_text) == pytest.approx(cm / 2.54, abs=0.051)
 
@@ -155,7 +170,7 @@ def test_handler_errors_and_photo_deletion(local_handler, example, tmp_path, mon
     r = h.run(str(front), example["side"], example["height_cm"], "cm", {})
     assert isinstance(r, Reconstruction) and r.status.startswith("**Done"), r.status
     assert r.figure is not None and len(r.table) == len(MEASUREMENT_NAMES) and len(r.files) == 4
-    assert r.front_preview.shape == (128 * 3, 96 * 3)
+    assert r.front_preview.shape == (128 * 3, 96 * 3, 3)  # RGB: capture problems are marked in red
     assert not front.exists()
     assert Path(example["side"]).exists()  # files outside the upload folder are never touched
     # Same upload again (photo already deleted): silhouettes come from the session, new height.
@@ -186,14 +201,61 @@ def test_page_outputs_adapter():
     from demo.page import OUTPUT_NAMES, output_values
 
     preview = np.zeros((384, 288), np.uint8)
-    ok = Reconstruction("**Done in 1 s**", preview, preview, "fig", "table", ["a.obj"], {"height": 1.7}, {"p": 1})
-    assert output_values(ok) == ("**Done in 1 s**", preview, preview, "fig", "table", ["a.obj"], {"height": 1.7},
-                                 {"p": 1})  # fmt: skip
+    iv = {"height": (1.7, 1.7)}
+    ok = Reconstruction("**Done in 1 s**", preview, preview, "fig", "table", ["a.obj"], {"height": 1.7}, iv, {"p": 1},
+                        "**⚠ Check your photos**")  # fmt: skip
+    assert output_values(ok) == ("**Done in 1 s**", "**⚠ Check your photos**", preview, preview, "fig", "table",
+                                 ["a.obj"], {"measurements": {"height": 1.7}, "intervals": iv}, {"p": 1})  # fmt: skip
     values = dict(zip(OUTPUT_NAMES, output_values(Failure("Bad photo.", preview, None, {"p": 1})), strict=True))
     assert values["status"] == "**Error:** Bad photo." and values["front_preview"] is preview
     assert values["side_preview"] is None and values["cache"] == {"p": 1}
     assert values["figure"] is None and values["files"] is None and values["measurements"] == {}
-    assert len(values["table"]) == 0
+    assert len(values["table"]) == 0 and values["feedback"] == ""
+
+
+@pytest.fixture(scope="module")
+def bad_capture(tmp_path_factory):
+    """Photos of a rendered body with its feet together and its arms close to the body."""
+    from PIL import Image
+
+    from bodyshape.body_model import PoseOffsets, get_body_model
+    from demo.capture_thresholds import posed_photo_masks
+    from demo.synthetic import compose_photo
+
+    shape = get_body_model().sample_shapes(4, seed=31)[1]
+    offsets = {v: PoseOffsets(leg_spread=-20, arm_abduction=-32) for v in ("front", "side")}
+    rng = np.random.default_rng(2)
+    d = tmp_path_factory.mktemp("bad_capture")
+    paths = {}
+    for view, mask in zip(("front", "side"), posed_photo_masks(shape, offsets), strict=True):
+        paths[view] = str(d / f"{view}.jpg")
+        Image.fromarray(compose_photo(mask, rng)).save(paths[view], quality=90)
+    return paths
+
+
+@pytest.mark.slow
+def test_bad_capture_warns_and_still_shows_the_result(local_handler, bad_capture, capsys):
+    """Feet together, arms close: the page, the CLI and the JSON name both; the body is still made."""
+    from bodyshape.capture import GUIDE, MARK_RGB
+    from bodyshape.cli import main
+    from demo.handler import Reconstruction
+
+    r = local_handler.run(bad_capture["front"], bad_capture["side"], 170, "cm", {})
+    assert isinstance(r, Reconstruction) and r.figure is not None and len(r.files) == 4, r.status
+    assert "Check your photos" in r.feedback
+    for name, problem in (("front_feet", "feet are too close together"), ("front_arms", "arms are too close")):
+        assert problem in r.feedback and GUIDE[name] in r.feedback, r.feedback
+    assert r.front_preview.shape == (384, 288, 3) and (r.front_preview == MARK_RGB).all(2).any()
+    assert re.search(r"capture checks [\d.]+ ms", r.status), r.status
+    js = json.loads(next(Path(p) for p in r.files if p.endswith(".json")).read_text())
+    failed = {c["check"] for c in js["capture_checks"] if not c["passed"]}
+    assert {"front_feet", "front_arms"} <= failed and len(js["capture_warnings"]) == len(failed)
+    # The CLI prints the same warnings.
+    out = Path(bad_capture["front"]).parent / "cli" / "body.obj"
+    assert main(["reconstruct", bad_capture["front"], bad_capture["side"], "--height", "170", "-o", str(out),
+                 "--local"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "capture warnings" in printed and "  ! Front photo: your feet are too close together" in printed, printed
 
 
 @pytest.mark.slow
@@ -220,9 +282,12 @@ def test_reconstruct_cli(example, tmp_path, capsys):
     assert js["measurements_cm"]["height"] == pytest.approx(170, abs=0.2)
     printed = capsys.readouterr().out
     print(printed)
+    assert f"capture checks: all {len(CAPTURE_SPECS)} passed" in printed
     for name in MEASUREMENT_NAMES:  # every measurement printed in cm and inches, with its line
         m, cm = BY_NAME[name], js["measurements_cm"][name]
-        assert re.search(rf"  {re.escape(m.label)} +{cm:.1f} cm +{cm / 2.54:.1f} in\n      {re.escape(m.how_to_measure)}\n",
+        low, high = js["intervals_80_cm"][name]
+        rng = "" if low == high else rf"   80% range {low:.1f} – {high:.1f} cm"
+        assert re.search(rf"  {re.escape(m.label)} +{cm:.1f} cm +{js['measurements_in'][name]:.1f} in{rng}\n      {re.escape(m.how_to_measure)}\n",
                          printed), name  # fmt: skip
     assert main(["reconstruct", example["front"], example["side"], "--height", "300", "--local"]) == 2
 

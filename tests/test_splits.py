@@ -110,8 +110,11 @@ def test_evaluate_splits_table_of_the_shipped_model(tmp_path, monkeypatch):
     assert set(res["splits"]) == {STANCE, OFF_MODEL} and res["splits"][STANCE]["n"] == 3
     row = res["splits"][STANCE]["errors"]["hip"]
     assert row["mae"] >= abs(row["bias"]) and row["p90"] > 0
+    iv = res["splits"][STANCE]["intervals"]["hip"]  # the shipped 80% intervals, judged on the split
+    assert 0.0 <= iv["coverage"] <= 1.0 and 20 < iv["width"] < 200
     md = splits_markdown(res)
     assert "| stance | 3 |" in md and "| off_model | 3 |" in md and "MAE target" in md
+    assert "coverage / width / corr" in md
     assert split_names("none") == [] and split_names("all")[0] == "in_distribution"
     with pytest.raises(Exception, match="unknown split"):
         split_names("stance,bogus")

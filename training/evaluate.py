@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from bodyshape.checkpoint import load_model, read_metadata
 from bodyshape.errors import BodyShapeError
 from bodyshape.measurements import MEASUREMENT_NAMES, get_measurer
 from bodyshape.reconstruct import mesh_from_shape
+from bodyshape.uncertainty import COVERAGE, IntervalModel
 from training.batches import predict
 from training.config import FRONT, FUSED_SCRATCH, FUSED_STAGED, SIDE, WEIGHT_NAMES
 from training.dataset import SilhouetteDataset, load_dataset
@@ -127,20 +129,61 @@ def markdown(results: dict) -> str:
 #: Issue #12's targets, mm, for chest, waist and hip on each split (MAE), and for every split.
 SPLIT_TARGETS_MM = {"in_distribution": 12.0, "stance": 15.0, "arms": 15.0, "off_model": 20.0, "photo_bare": 15.0, "photo": 15.0}
 BIAS_TARGET_MM, REPEAT_SD_TARGET_MM = 5.0, 5.0
+#: Issue #15: the share of true values inside a stated 80% interval, on every split.
+COVERAGE_TARGET = (0.7, 0.9)
 GIRTHS_SHOWN = ("chest", "waist", "hip")
 
 
-def predict_measurements(weights: Path, split) -> np.ndarray:
-    """Measurements (N, M), metres, of what the model reconstructs from a split's silhouettes."""
+@dataclass
+class SplitPrediction:
+    """What the product reports for a split's rows: the measurements (TTA mean body) and their
+    interval, metres, (N, M) each, and the TTA spread."""
+
+    point: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    spread: np.ndarray
+
+
+def predict_measurements(weights: Path, split, intervals: IntervalModel | None = None, tta: bool = True) -> SplitPrediction:
+    """The model in ``weights`` on a split's silhouettes, as the page computes it: TTA, mean
+    body, its measurements and their intervals (``intervals`` None: the shipped calibration;
+    without TTA the interval is the point). One code path for evaluation and calibration."""
     from bodyshape.reconstruct import LocalPredictor
+    from bodyshape.uncertainty import load_intervals, tta_inputs, tta_measure
 
     predictor = LocalPredictor(str(weights))
-    out = []
+    points, spreads = [], []
     for i in range(0, len(split.height), 200):
         sl = slice(i, i + 200)
-        shape = predictor.predict_shape(split.front[sl], split.side[sl], split.height[sl])
-        out.append(get_measurer().batch(mesh_from_shape(shape, split.height[sl])))
-    return np.concatenate(out)
+        h = split.height[sl]
+        if tta:
+            f, s, hh = tta_inputs(split.front[sl], split.side[sl], h)
+            res = tta_measure(predictor.predict_shape(f, s, hh), None, h)
+            shape, spreads_i = res.shape, res.spread
+        else:
+            shape = predictor.predict_shape(split.front[sl], split.side[sl], h)
+            spreads_i = np.zeros((len(h), len(MEASUREMENT_NAMES)), np.float32)
+        points.append(get_measurer().batch(mesh_from_shape(shape, h)))
+        spreads.append(spreads_i)
+    point, spread = np.concatenate(points), np.concatenate(spreads)
+    if not tta:
+        return SplitPrediction(point, point, point, spread)
+    low, high = (intervals or load_intervals()).bounds(point, spread)
+    return SplitPrediction(point, low, high, spread)
+
+
+def interval_quality(pred: SplitPrediction, truth: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per measurement: ``coverage`` (share of true values inside the interval), mean ``width``
+    (mm) and ``width_error_corr`` (Pearson correlation of interval width and absolute error)."""
+    inside = (truth >= pred.low) & (truth <= pred.high)
+    width = (pred.high - pred.low) * 1000
+    err = np.abs(pred.point - truth) * 1000
+    out = {}
+    for j, name in enumerate(MEASUREMENT_NAMES):
+        corr = np.corrcoef(width[:, j], err[:, j])[0, 1] if width[:, j].std() > 0 and err[:, j].std() > 0 else float("nan")
+        out[name] = {"coverage": float(inside[:, j].mean()), "width": float(width[:, j].mean()), "width_error_corr": float(corr)}
+    return out
 
 
 def split_errors(pred: np.ndarray, truth: np.ndarray, person: np.ndarray) -> dict[str, dict[str, float]]:
@@ -167,8 +210,12 @@ def evaluate_splits(weights: Path, names: list[str], folder: Path, test_set: Pat
     results = {"weights": weights.name, "splits": {}}
     for name in names:
         split = load_split(name, folder, test_set=test_set)
-        errs = split_errors(predict_measurements(weights, split), split.truth, split.person)
-        results["splits"][name] = {"n": len(split.height), "persons": int(len(np.unique(split.person))), "errors": errs}
+        pred = predict_measurements(weights, split)
+        errs = split_errors(pred.point, split.truth, split.person)
+        results["splits"][name] = {
+            "n": len(split.height), "persons": int(len(np.unique(split.person))), "errors": errs,
+            "intervals": interval_quality(pred, split.truth),
+        }
         print(name, json.dumps({g: {k: round(v, 1) for k, v in errs[g].items()} for g in GIRTHS_SHOWN}))
     return results
 
@@ -177,7 +224,8 @@ def splits_markdown(results: dict) -> str:
     """Tables of :func:`evaluate_splits`: chest/waist/hip with targets, then every measurement."""
     splits = results["splits"]
     lines = [
-        f"Model `{results['weights']}`, true height given. Per split and girth: MAE / bias (mean signed "
+        f"Model `{results['weights']}` with test-time augmentation (bodyshape/uncertainty.py), true height "
+        "given. Per split and girth: MAE / bias (mean signed "
         "error, + = too large) / P90 of the absolute error, **mm**. Target (issue #12): MAE as listed, "
         f"|bias| <= {BIAS_TARGET_MM:.0f} mm on every split, repeatability SD <= {REPEAT_SD_TARGET_MM:.0f} mm.",
         "",
@@ -196,6 +244,20 @@ def splits_markdown(results: dict) -> str:
             if "repeat_sd" in r["errors"][GIRTHS_SHOWN[0]]:
                 sds = " | ".join(f"{r['errors'][m]['repeat_sd']:.1f}" for m in MEASUREMENT_NAMES)
                 lines.append(f"| {name} | {r['persons']} x {r['n'] // max(r['persons'], 1)} | {sds} |")
+    if all("intervals" in r for r in splits.values()):
+        lines += ["", f"Intervals (issue #15): share of true values inside the stated {COVERAGE:.0%} interval (target "
+                  f"{COVERAGE_TARGET[0]:.0%}-{COVERAGE_TARGET[1]:.0%} on every split), mean interval width (mm) and the "
+                  "correlation of width with absolute error, per girth:", "",
+                  "| split | " + " | ".join(f"{g} coverage / width / corr" for g in GIRTHS_SHOWN) + " |",
+                  "|---|" + "---|" * len(GIRTHS_SHOWN)]
+        for name, r in splits.items():
+            iv = r["intervals"]
+            lines.append(f"| {name} | " + " | ".join(
+                f"{iv[g]['coverage']:.0%} / {iv[g]['width']:.0f} / {iv[g]['width_error_corr']:+.2f}" for g in GIRTHS_SHOWN) + " |")
+        lines += ["", "Coverage of every measurement's interval:", "",
+                  "| split | " + " | ".join(MEASUREMENT_NAMES) + " |", "|---|" + "---|" * len(MEASUREMENT_NAMES)]
+        for name, r in splits.items():
+            lines.append(f"| {name} | " + " | ".join(f"{r['intervals'][m]['coverage']:.0%}" for m in MEASUREMENT_NAMES) + " |")
     lines += ["", "Every measurement, MAE (bias), mm:", "",
               "| split | " + " | ".join(MEASUREMENT_NAMES) + " |", "|---|" + "---|" * len(MEASUREMENT_NAMES)]
     for name, r in splits.items():

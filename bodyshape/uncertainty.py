@@ -1,0 +1,145 @@
+"""How sure is each measurement: test-time augmentation and calibrated 80% intervals.
+
+Test-time augmentation (TTA): the network reads the silhouettes four times, as taken and
+mirrored (front, side, both). People are nearly left-right symmetric, and the training data
+mirrored the side view half the time, so each copy is a fair second look; the mirrored copies
+go through :func:`bodyshape.silhouette.normalize_silhouette` like any other mask. The reported
+body is the mean of the four shape vectors (measured on its own mesh, so the numbers and the
+mesh agree); the spread of the four copies' measurements says how much the answer depends on
+details of the outline.
+
+Interval per measurement: ``point + q * sqrt(spread^2 + floor^2)``, ``q`` from 10% to 90%: a
+normalised conformal interval. ``floor`` (the typical spread) and the two quantiles are fitted
+by ``bodyshape calibrate-intervals`` on calibration splits generated from their own seeds
+(never the evaluation splits) and stored next to the weights (``intervals.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bodyshape.errors import BodyShapeError
+from bodyshape.measurements import MEASUREMENT_NAMES
+from bodyshape.silhouette import normalize_silhouette
+
+#: The four looks of TTA: (name, mirror the front, mirror the side).
+TTA_VARIANTS: tuple[tuple[str, bool, bool], ...] = (
+    ("as taken", False, False),
+    ("front mirrored", True, False),
+    ("side mirrored", False, True),
+    ("both mirrored", True, True),
+)
+N_TTA = len(TTA_VARIANTS)
+#: Share of true values an interval is meant to contain.
+COVERAGE = 0.8
+INTERVALS_FILE = "intervals.json"
+
+
+def mirrored(silhouettes: np.ndarray) -> np.ndarray:
+    """(B, H, W) normalised silhouettes, mirrored left-right and normalised again."""
+    return np.stack([normalize_silhouette(np.ascontiguousarray(s[:, ::-1])) for s in silhouettes])
+
+
+def tta_inputs(front: np.ndarray, side: np.ndarray, height: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(B, H, W) pairs -> (N_TTA * B, H, W) pairs and heights, variant-major (variant k is rows k*B..)."""
+    ff, sf = mirrored(front), mirrored(side)
+    fronts = [ff if mf else front for _, mf, _ in TTA_VARIANTS]
+    sides = [sf if ms else side for _, _, ms in TTA_VARIANTS]
+    h = np.asarray(height, np.float32).reshape(-1)
+    return np.concatenate(fronts), np.concatenate(sides), np.tile(h, N_TTA)
+
+
+def split_variants(values: np.ndarray, batch: int) -> np.ndarray:
+    """(N_TTA * B, ...) variant-major -> (N_TTA, B, ...)."""
+    return np.asarray(values).reshape((N_TTA, batch) + np.asarray(values).shape[1:])
+
+
+@dataclass(frozen=True)
+class IntervalModel:
+    """Per measurement (in MEASUREMENT_NAMES order): the spread floor (m) and the lower/upper
+    quantiles of the normalised error ``(truth - point) / sqrt(spread^2 + floor^2)``."""
+
+    names: tuple[str, ...]
+    floor: tuple[float, ...]
+    q_low: tuple[float, ...]
+    q_high: tuple[float, ...]
+    coverage: float = COVERAGE
+    calibrated_on: str = ""
+
+    def bounds(self, point: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Point (..., M) and TTA spread (..., M), metres -> (low, high), metres."""
+        scale = np.sqrt(np.asarray(spread, np.float64) ** 2 + np.asarray(self.floor) ** 2)
+        low = point + np.asarray(self.q_low) * scale
+        high = point + np.asarray(self.q_high) * scale
+        # The interval always contains the reported value (a quantile pair that excludes it
+        # would be a bias correction in disguise; the point stays the body the mesh shows).
+        return np.minimum(low, point), np.maximum(high, point)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> IntervalModel:
+        try:
+            d = json.loads(Path(path).read_text())
+            model = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        except (OSError, ValueError, TypeError) as e:
+            raise BodyShapeError(f"cannot read the interval calibration {path}: {e}") from e
+        if tuple(model.names) != tuple(MEASUREMENT_NAMES):
+            raise BodyShapeError(
+                f"{path} was calibrated for measurements {list(model.names)}, this version has "
+                f"{list(MEASUREMENT_NAMES)}: run `bodyshape calibrate-intervals`"
+            )
+        return model
+
+
+def fit_intervals(truth: np.ndarray, point: np.ndarray, spread: np.ndarray, calibrated_on: str = "",
+                  coverage: float = COVERAGE) -> IntervalModel:
+    """Fit an :class:`IntervalModel` on calibration rows (N, M), metres."""
+    floor = np.maximum(np.median(spread, axis=0), 1e-4)
+    score = (truth - point) / np.sqrt(spread**2 + floor**2)
+    tail = 100 * (1 - coverage) / 2
+    return IntervalModel(
+        names=tuple(MEASUREMENT_NAMES),
+        floor=tuple(float(x) for x in floor),
+        q_low=tuple(float(x) for x in np.percentile(score, tail, axis=0)),
+        q_high=tuple(float(x) for x in np.percentile(score, 100 - tail, axis=0)),
+        coverage=coverage,
+        calibrated_on=calibrated_on,
+    )
+
+
+def load_intervals(weights_dir: str | Path | None = None) -> IntervalModel:
+    """The calibration shipped with the weights."""
+    from bodyshape.paths import WEIGHTS_DIR
+
+    return IntervalModel.load(Path(weights_dir or WEIGHTS_DIR) / INTERVALS_FILE)
+
+
+@dataclass
+class TTAMeasurements:
+    """What TTA gives for B bodies: the mean shape, and the four copies' measurements."""
+
+    shape: np.ndarray  # (B, N_SHAPE): the mean of the variants' shapes (the reported body)
+    variant_measurements: np.ndarray  # (N_TTA, B, M) metres
+
+    @property
+    def spread(self) -> np.ndarray:
+        """(B, M) standard deviation of the variants' measurements, metres."""
+        return self.variant_measurements.std(axis=0)
+
+
+def tta_measure(variant_shapes: np.ndarray, variant_meshes: np.ndarray | None, height: np.ndarray) -> TTAMeasurements:
+    """Variant-major shapes (N_TTA * B, S) (and their meshes, or None to build them) -> :class:`TTAMeasurements`."""
+    from bodyshape.measurements import get_measurer
+    from bodyshape.reconstruct import mesh_from_shape
+
+    h = np.asarray(height, np.float32).reshape(-1)
+    b = len(h)
+    meshes = variant_meshes if variant_meshes is not None else mesh_from_shape(variant_shapes, np.tile(h, N_TTA))
+    meas = split_variants(get_measurer().batch(np.asarray(meshes)), b)
+    return TTAMeasurements(split_variants(variant_shapes, b).mean(axis=0), meas)

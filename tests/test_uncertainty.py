@@ -1,0 +1,92 @@
+"""Test-time augmentation and the calibrated measurement intervals (bodyshape/uncertainty.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bodyshape.errors import BodyShapeError
+from bodyshape.measurements import MEASUREMENT_NAMES
+from bodyshape.silhouette import normalize_silhouette
+from bodyshape.uncertainty import (
+    N_TTA,
+    IntervalModel,
+    fit_intervals,
+    load_intervals,
+    mirrored,
+    split_variants,
+    tta_inputs,
+)
+
+
+def _body_mask(width: int) -> np.ndarray:
+    """An asymmetric stick figure on a large canvas, normalised."""
+    m = np.zeros((300, 200), np.uint8)
+    m[20:280, 90:90 + width] = 255  # trunk
+    m[60:70, 90 + width : 150] = 255  # one arm only: mirroring must move it
+    return normalize_silhouette(m)
+
+
+@pytest.mark.parametrize("width", [20, 21])
+def test_mirrored_is_normalised_and_undoes_itself(width):
+    sil = _body_mask(width)[None]
+    once = mirrored(sil)
+    assert not np.array_equal(once, sil)  # the arm moved to the other side
+    assert np.array_equal(normalize_silhouette(once[0]), once[0])  # a normalised silhouette
+    assert np.array_equal(mirrored(once), sil)
+
+
+def test_tta_inputs_are_variant_major():
+    f = np.stack([_body_mask(20), _body_mask(26)])
+    s = np.stack([_body_mask(30), _body_mask(34)])
+    h = np.array([1.6, 1.8], np.float32)
+    f4, s4, h4 = tta_inputs(f, s, h)
+    assert f4.shape == (N_TTA * 2,) + f.shape[1:] and h4.tolist() == pytest.approx([1.6, 1.8] * N_TTA)
+    assert np.array_equal(f4[:2], f) and np.array_equal(s4[:2], s)  # variant 0: as taken
+    assert np.array_equal(f4[2:4], mirrored(f)) and np.array_equal(s4[2:4], s)  # front mirrored
+    assert np.array_equal(f4[4:6], f) and np.array_equal(s4[4:6], mirrored(s))  # side mirrored
+    assert np.array_equal(split_variants(f4, 2)[3], mirrored(f))
+
+
+def test_fitted_intervals_cover_80_percent_and_widen_with_the_spread():
+    rng = np.random.default_rng(0)
+    m = len(MEASUREMENT_NAMES)
+
+    def draw(n):
+        spread = rng.gamma(2.0, 0.004, (n, m))
+        point = rng.normal(0.9, 0.1, (n, m))
+        truth = point + rng.normal(0, 1, (n, m)) * np.sqrt(spread**2 + 0.005**2) * 2.0 - 0.003
+        return truth, point, spread
+
+    model = fit_intervals(*draw(20000))
+    truth, point, spread = draw(20000)
+    low, high = model.bounds(point, spread)
+    coverage = ((truth >= low) & (truth <= high)).mean(0)
+    assert np.all((coverage > 0.77) & (coverage < 0.83)), coverage
+    assert np.all(low <= point) and np.all(point <= high)
+    width = high - low
+    wide = spread > np.median(spread)
+    assert np.all(width[wide].mean() > 1.3 * width[~wide].mean())
+
+
+def test_shipped_calibration_matches_this_version():
+    model = load_intervals()
+    assert model.names == tuple(MEASUREMENT_NAMES)
+    assert "seed" in model.calibrated_on and "photo_bare" in model.calibrated_on
+    j = [MEASUREMENT_NAMES.index(g) for g in ("chest", "waist", "hip")]
+    assert all(model.q_low[i] < 0 < model.q_high[i] for i in j)
+    # A girth's 80% interval at the typical spread is centimetres wide, not millimetres or metres.
+    point = np.full(len(MEASUREMENT_NAMES), 0.9)
+    low, high = model.bounds(point, np.asarray(model.floor))
+    assert all(0.02 < high[i] - low[i] < 0.2 for i in j)
+
+
+def test_a_calibration_for_other_measurements_is_refused(tmp_path):
+    model = load_intervals()
+    other = IntervalModel(model.names[:-1], model.floor[:-1], model.q_low[:-1], model.q_high[:-1])
+    other.save(tmp_path / "intervals.json")
+    with pytest.raises(BodyShapeError, match="calibrate-intervals"):
+        IntervalModel.load(tmp_path / "intervals.json")
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(BodyShapeError, match="cannot read"):
+        IntervalModel.load(tmp_path / "broken.json")
