@@ -349,15 +349,35 @@ class BodyModel:
             faces=self.faces,
         )
 
-    def _skin_directions(self, out: dict[str, torch.Tensor], d: torch.Tensor) -> torch.Tensor:
-        """Rest-pose displacements ``d`` (B, V, 3) carried into the pose: linear blend skinning
-        is linear in the rest position, so a displacement moves by the weighted bone rotations."""
+    def _vertex_rotations(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, V, 3, 3): how each vertex's skinning turns a small change of the rest surface.
+        Linear blend skinning is linear in the rest position, so a displacement moves by the
+        weighted bone rotations."""
         skin = out["bone_poses"] @ torch.linalg.inv(out["rest_bone_poses"])  # (B, J, 4, 4)
         rot = skin[..., :3, :3]
         idx = self.anny.vertex_bone_indices.long()  # (V, K)
-        w = self.anny.vertex_bone_weights.to(d.dtype)  # (V, K)
-        per_vertex = torch.einsum("vk,bvkij->bvij", w, rot[:, idx])  # (B, V, 3, 3)
-        return torch.einsum("bvij,bvj->bvi", per_vertex, d)
+        w = self.anny.vertex_bone_weights.to(rot.dtype)  # (V, K)
+        return torch.einsum("vk,bvkij->bvij", w, rot[:, idx])
+
+    def _skin_directions(self, out: dict[str, torch.Tensor], d: torch.Tensor) -> torch.Tensor:
+        """Rest-pose displacements ``d`` (B, V, 3) carried into the pose."""
+        return torch.einsum("bvij,bvj->bvi", self._vertex_rotations(out).to(d.dtype), d)
+
+    @torch.no_grad()
+    def posed_linearisation(
+        self, shape: torch.Tensor | np.ndarray, pose: dict[str, torch.Tensor] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Posed vertices (B, V, 3), rest vertices (B, V, 3) and the skinning rotations
+        (B, V, 3, 3) of shapes (B, N_SHAPE): a small change ``d`` of a rest surface moves the
+        posed one by ``rot @ d`` (the skeleton's own move with the shape left out)."""
+        phen, local = self.split(shape)
+        out = self.anny(pose_parameters=pose or None, phenotype_kwargs=phen, local_changes_kwargs=local)
+        rot = self._vertex_rotations(out)
+        return (
+            out["vertices"].float().cpu().numpy(),
+            out["rest_vertices"].expand_as(out["vertices"]).float().cpu().numpy(),
+            rot.float().cpu().numpy(),
+        )
 
     def rest_vertices_torch(
         self, shape: torch.Tensor, vertex_index: torch.Tensor | None = None
