@@ -16,7 +16,9 @@ by ``bodyshape calibrate-intervals`` on calibration splits generated from their 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,6 +39,8 @@ N_TTA = len(TTA_VARIANTS)
 #: Share of true values an interval is meant to contain.
 COVERAGE = 0.8
 INTERVALS_FILE = "intervals.json"
+
+log = logging.getLogger(__name__)
 
 
 def mirrored(silhouettes: np.ndarray) -> np.ndarray:
@@ -69,6 +73,7 @@ class IntervalModel:
     q_high: tuple[float, ...]
     coverage: float = COVERAGE
     calibrated_on: str = ""
+    weights_sha256: str = ""  # the fused weights it was calibrated for
 
     def bounds(self, point: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Point (..., M) and TTA spread (..., M), metres -> (low, high), metres."""
@@ -98,7 +103,7 @@ class IntervalModel:
 
 
 def fit_intervals(truth: np.ndarray, point: np.ndarray, spread: np.ndarray, calibrated_on: str = "",
-                  coverage: float = COVERAGE) -> IntervalModel:
+                  coverage: float = COVERAGE, weights_sha256: str = "") -> IntervalModel:
     """Fit an :class:`IntervalModel` on calibration rows (N, M), metres."""
     floor = np.maximum(np.median(spread, axis=0), 1e-4)
     score = (truth - point) / np.sqrt(spread**2 + floor**2)
@@ -110,14 +115,26 @@ def fit_intervals(truth: np.ndarray, point: np.ndarray, spread: np.ndarray, cali
         q_high=tuple(float(x) for x in np.percentile(score, 100 - tail, axis=0)),
         coverage=coverage,
         calibrated_on=calibrated_on,
+        weights_sha256=weights_sha256,
     )
 
 
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def load_intervals(weights_dir: str | Path | None = None) -> IntervalModel:
-    """The calibration shipped with the weights."""
+    """The calibration shipped with the weights; logs a warning when it was fitted for other
+    fused weights (after ``bodyshape ship``, run ``bodyshape calibrate-intervals``)."""
     from bodyshape.paths import WEIGHTS_DIR
 
-    return IntervalModel.load(Path(weights_dir or WEIGHTS_DIR) / INTERVALS_FILE)
+    folder = Path(weights_dir or WEIGHTS_DIR)
+    model = IntervalModel.load(folder / INTERVALS_FILE)
+    fused = folder / "fused.safetensors"
+    if fused.exists() and model.weights_sha256 != file_sha256(fused):
+        log.warning("%s was calibrated for other weights than %s: its intervals are stale; run "
+                    "`bodyshape calibrate-intervals`", folder / INTERVALS_FILE, fused)
+    return model
 
 
 @dataclass

@@ -70,8 +70,13 @@ def test_fitted_intervals_cover_80_percent_and_widen_with_the_spread():
 
 
 def test_shipped_calibration_matches_this_version():
+    from bodyshape.paths import WEIGHTS_DIR
+    from bodyshape.uncertainty import file_sha256
+
     model = load_intervals()
     assert model.names == tuple(MEASUREMENT_NAMES)
+    # Fitted for the shipped fused weights: new weights need `bodyshape calibrate-intervals`.
+    assert model.weights_sha256 == file_sha256(WEIGHTS_DIR / "fused.safetensors")
     assert "seed" in model.calibrated_on and "photo_bare" in model.calibrated_on
     j = [MEASUREMENT_NAMES.index(g) for g in ("chest", "waist", "hip")]
     assert all(model.q_low[i] < 0 < model.q_high[i] for i in j)

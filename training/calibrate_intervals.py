@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bodyshape.measurements import MEASUREMENT_NAMES
-    from bodyshape.uncertainty import INTERVALS_FILE, fit_intervals
+    from bodyshape.uncertainty import INTERVALS_FILE, file_sha256, fit_intervals
     from training.config import FUSED_STAGED, WEIGHT_NAMES
     from training.evaluate import GIRTHS_SHOWN, SplitPrediction, interval_quality, predict_measurements
     from training.splits import load_split
@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     point = np.concatenate([p.point for _, p in rows.values()])
     spread = np.concatenate([p.spread for _, p in rows.values()])
     what = ", ".join(f"{k} ({n} rows, seed {s})" for k, (n, s) in CALIBRATION_SPLITS.items())
-    model = fit_intervals(truth, point, spread, calibrated_on=f"bodyshape calibrate-intervals: {what}")
+    model = fit_intervals(truth, point, spread, calibrated_on=f"bodyshape calibrate-intervals: {what}",
+                          weights_sha256=file_sha256(weights))
     out = args.weights / INTERVALS_FILE
     model.save(out)
     print(f"wrote {out}")

@@ -83,6 +83,8 @@ def ship(run: str, stages: list[str] | None = None, to: Path | None = None,
         export_all(served, paths.MODEL_REPOSITORY if repository is None else Path(repository))
     else:
         print(f"--no-export: run `bodyshape export --weights {served}` before serving")
+    if served in written:  # the intervals were fitted for the old fused weights
+        print("new fused weights: run `bodyshape calibrate-intervals` (the 80% intervals are fitted per model)")
     return written
 
 
