@@ -37,6 +37,7 @@ from string import Template
 
 from bodyshape import process_group
 from bodyshape.errors import BodyShapeError
+from bodyshape.loopback import is_loopback
 from bodyshape.triton_supervisor import DEFAULT_START_TIMEOUT_S, BundledTriton, free_port, logger
 
 TEMPLATE = Path(__file__).with_name("haproxy.cfg.tmpl")
@@ -158,15 +159,6 @@ def stats(stats_socket: Path) -> list[dict[str, str]]:
             chunks.append(chunk)
     text = b"".join(chunks).decode().lstrip("# ")
     return list(csv.DictReader(io.StringIO(text)))
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # ----------------------------------------------------------------------------- the running set

@@ -6,7 +6,6 @@ Used by ``bodyshape demo`` (:mod:`demo.app`) and ``bodyshape loadtest`` (:mod:`d
 from __future__ import annotations
 
 import atexit
-import ipaddress
 import os
 import shutil
 import tempfile
@@ -14,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from bodyshape.errors import BodyShapeError
+from bodyshape.loopback import is_loopback
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -24,15 +24,6 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
     if not sep or not user or not password:
         raise BodyShapeError("--auth must be USER:PASSWORD")
     return user, password
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def warn_if_exposed(host: str, auth: tuple[str, str] | None) -> bool:
