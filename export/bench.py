@@ -567,12 +567,13 @@ def _load(load: tuple[float, float, float]) -> str:
 def load_note(meta: Meta) -> str:
     """The machine's load average before and after the run, and what it means for the numbers."""
     cores = os.cpu_count() or 1
-    busy = max(meta.load_before[0], meta.load_after[0]) > 0.5
+    # Only the load before counts: the one after includes this bench's own Triton and clients.
+    busy = meta.load_before[0] > 0.5
     verdict = (
         f"the machine was busy (other jobs on its {cores} cores): absolute numbers are low and noisy, "
         "the ratios and the CPU time per inference compare setups of the same run"
         if busy
-        else "the machine was idle"
+        else "the machine was idle before the run (the load after is the bench's own)"
     )
     return f"load average (1, 5, 15 min) {_load(meta.load_before)} before, {_load(meta.load_after)} after: {verdict}"
 
