@@ -366,18 +366,14 @@ class BodyModel:
     @torch.no_grad()
     def posed_linearisation(
         self, shape: torch.Tensor | np.ndarray, pose: dict[str, torch.Tensor] | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Posed vertices (B, V, 3), rest vertices (B, V, 3) and the skinning rotations
-        (B, V, 3, 3) of shapes (B, N_SHAPE): a small change ``d`` of a rest surface moves the
-        posed one by ``rot @ d`` (the skeleton's own move with the shape left out)."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Posed vertices (B, V, 3) and the skinning rotations (B, V, 3, 3) of shapes
+        (B, N_SHAPE): a small change ``d`` of a rest surface moves the posed one by ``rot @ d``
+        (the skeleton's own move with the shape left out)."""
         phen, local = self.split(shape)
         out = self.anny(pose_parameters=pose or None, phenotype_kwargs=phen, local_changes_kwargs=local)
         rot = self._vertex_rotations(out)
-        return (
-            out["vertices"].float().cpu().numpy(),
-            out["rest_vertices"].expand_as(out["vertices"]).float().cpu().numpy(),
-            rot.float().cpu().numpy(),
-        )
+        return out["vertices"].float().cpu().numpy(), rot.float().cpu().numpy()
 
     def rest_vertices_torch(
         self, shape: torch.Tensor, vertex_index: torch.Tensor | None = None

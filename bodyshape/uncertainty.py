@@ -139,9 +139,11 @@ def load_intervals(weights_dir: str | Path | None = None) -> IntervalModel:
 
 @dataclass
 class TTAMeasurements:
-    """What TTA gives for B bodies: the mean shape, and the four copies' measurements."""
+    """What TTA gives for B bodies: the mean shape and its mesh (the reported body), and the
+    four copies' measurements."""
 
-    shape: np.ndarray  # (B, N_SHAPE): the mean of the variants' shapes (the reported body)
+    shape: np.ndarray  # (B, N_SHAPE): the mean of the variants' shapes
+    vertices: np.ndarray  # (B, V, 3) metres: the mean shape's mesh at the stated height
     variant_measurements: np.ndarray  # (N_TTA, B, M) metres
 
     @property
@@ -151,12 +153,16 @@ class TTAMeasurements:
 
 
 def tta_measure(variant_shapes: np.ndarray, variant_meshes: np.ndarray | None, height: np.ndarray) -> TTAMeasurements:
-    """Variant-major shapes (N_TTA * B, S) (and their meshes, or None to build them) -> :class:`TTAMeasurements`."""
+    """Variant-major shapes (N_TTA * B, S) (and their meshes, or None to build them) -> :class:`TTAMeasurements`.
+
+    The callers differ only in where the variants' shapes (and meshes) come from: a Triton
+    backend on the page, the in-process predictor in the evaluation."""
     from bodyshape.measurements import get_measurer
     from bodyshape.reconstruct import mesh_from_shape
 
     h = np.asarray(height, np.float32).reshape(-1)
     b = len(h)
     meshes = variant_meshes if variant_meshes is not None else mesh_from_shape(variant_shapes, np.tile(h, N_TTA))
-    meas = split_variants(get_measurer().batch(np.asarray(meshes)), b)
-    return TTAMeasurements(split_variants(variant_shapes, b).mean(axis=0), meas)
+    meas = split_variants(get_measurer().batch(np.asarray(meshes, np.float32)), b)
+    mean = split_variants(np.asarray(variant_shapes, np.float32), b).mean(axis=0)
+    return TTAMeasurements(mean, mesh_from_shape(mean, h), meas)

@@ -22,7 +22,7 @@ from bodyshape.capture import CaptureCheck, check_capture
 from bodyshape.errors import BodyShapeError
 from bodyshape.measurements import MEASUREMENT_NAMES, MEASUREMENTS, Measurement
 from bodyshape.photo import PhotoSilhouette, Segmenter, check_view_pair, get_segmenter, photo_to_silhouette
-from bodyshape.reconstruct import check_height_cm, mesh_from_shape
+from bodyshape.reconstruct import check_height_cm
 from bodyshape.shared import Shared
 from bodyshape.uncertainty import COVERAGE, IntervalModel, load_intervals, tta_inputs, tta_measure
 
@@ -99,8 +99,8 @@ def reconstruct_silhouettes(
     variants = tta_inputs(front.silhouette[None], side.silhouette[None], h)
     shapes, verts = backend.reconstruct(*variants)
     t1 = time.perf_counter()
-    tta = tta_measure(np.asarray(shapes, np.float32), np.asarray(verts, np.float32), h)
-    vertices = mesh_from_shape(tta.shape, h)[0]
+    tta = tta_measure(shapes, verts, h)
+    vertices = tta.vertices[0]
     measurements = measure(vertices)
     point = np.array([measurements[n] for n in MEASUREMENT_NAMES])
     low, high = get_intervals().bounds(point, tta.spread[0])

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     rows: dict[str, tuple[np.ndarray, object]] = {}
     for name, (n, seed) in CALIBRATION_SPLITS.items():
         split = load_split(name, args.data, n=n, seed=seed)
-        rows[name] = (split.truth, predict_measurements(weights, split, tta=True, intervals=_NO_INTERVALS))
+        rows[name] = (split.truth, predict_measurements(weights, split))
         print(f"{name}: {len(split.height)} rows (seed {seed})")
     truth = np.concatenate([t for t, _ in rows.values()])
     point = np.concatenate([p.point for _, p in rows.values()])
@@ -67,13 +67,3 @@ def run(args: argparse.Namespace) -> int:
     assert len(model.names) == len(MEASUREMENT_NAMES)
     return 0
 
-
-class _PointOnly:
-    """An interval model that returns the point: calibration needs only points and spreads."""
-
-    @staticmethod
-    def bounds(point: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return point, point
-
-
-_NO_INTERVALS = _PointOnly()

@@ -29,7 +29,7 @@ from bodyshape.checkpoint import load_model, read_metadata
 from bodyshape.errors import BodyShapeError
 from bodyshape.measurements import MEASUREMENT_NAMES, get_measurer
 from bodyshape.reconstruct import mesh_from_shape
-from bodyshape.uncertainty import COVERAGE, IntervalModel
+from bodyshape.uncertainty import COVERAGE, IntervalModel, load_intervals
 from training.batches import predict
 from training.config import FRONT, FUSED_SCRATCH, FUSED_STAGED, SIDE, WEIGHT_NAMES
 from training.dataset import SilhouetteDataset, load_dataset
@@ -145,31 +145,23 @@ class SplitPrediction:
     spread: np.ndarray
 
 
-def predict_measurements(weights: Path, split, intervals: IntervalModel | None = None, tta: bool = True) -> SplitPrediction:
+def predict_measurements(weights: Path, split, intervals: IntervalModel | None = None) -> SplitPrediction:
     """The model in ``weights`` on a split's silhouettes, as the page computes it: TTA, mean
-    body, its measurements and their intervals (``intervals`` None: the shipped calibration;
-    without TTA the interval is the point). One code path for evaluation and calibration."""
+    body, its measurements, and their ``intervals`` (None: no interval, low = high = point;
+    calibration needs only points and spreads). One code path for evaluation and calibration."""
     from bodyshape.reconstruct import LocalPredictor
-    from bodyshape.uncertainty import load_intervals, tta_inputs, tta_measure
+    from bodyshape.uncertainty import tta_inputs, tta_measure
 
     predictor = LocalPredictor(str(weights))
     points, spreads = [], []
     for i in range(0, len(split.height), 200):
         sl = slice(i, i + 200)
         h = split.height[sl]
-        if tta:
-            f, s, hh = tta_inputs(split.front[sl], split.side[sl], h)
-            res = tta_measure(predictor.predict_shape(f, s, hh), None, h)
-            shape, spreads_i = res.shape, res.spread
-        else:
-            shape = predictor.predict_shape(split.front[sl], split.side[sl], h)
-            spreads_i = np.zeros((len(h), len(MEASUREMENT_NAMES)), np.float32)
-        points.append(get_measurer().batch(mesh_from_shape(shape, h)))
-        spreads.append(spreads_i)
+        res = tta_measure(predictor.predict_shape(*tta_inputs(split.front[sl], split.side[sl], h)), None, h)
+        points.append(get_measurer().batch(res.vertices))
+        spreads.append(res.spread)
     point, spread = np.concatenate(points), np.concatenate(spreads)
-    if not tta:
-        return SplitPrediction(point, point, point, spread)
-    low, high = (intervals or load_intervals()).bounds(point, spread)
+    low, high = (point, point) if intervals is None else intervals.bounds(point, spread)
     return SplitPrediction(point, low, high, spread)
 
 
@@ -207,10 +199,11 @@ def evaluate_splits(weights: Path, names: list[str], folder: Path, test_set: Pat
     ``in_distribution`` is ``test_set`` when that is the same held-out set)."""
     from training.splits import load_split
 
+    intervals = load_intervals()  # the shipped calibration, read once
     results = {"weights": weights.name, "splits": {}}
     for name in names:
         split = load_split(name, folder, test_set=test_set)
-        pred = predict_measurements(weights, split)
+        pred = predict_measurements(weights, split, intervals)
         errs = split_errors(pred.point, split.truth, split.person)
         results["splits"][name] = {
             "n": len(split.height), "persons": int(len(np.unique(split.person))), "errors": errs,

@@ -242,7 +242,7 @@ class Refiner:
                 o, p = blocks[view]
                 angles = np.repeat(x[None, o : o + p], 1 + p, 0)
                 angles[1 + np.arange(p), np.arange(p)] += cfg.pose_step_deg
-                posed, _, rot = self.model.posed_linearisation(
+                posed, rot = self.model.posed_linearisation(
                     np.repeat(s[None], 1 + p, 0).astype(np.float32), self._pose(view, angles)
                 )
                 base = posed[0]
