@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bodyshape.silhouette import bounding_box
+
 # ----------------------------------------------------------------------------- what to do
 #: The capture guide, one instruction per aspect. The page's guide (demo/page.py) and every
 #: warning message use these very sentences.
@@ -175,8 +177,8 @@ class _Body:
 
     def __init__(self, sil: np.ndarray) -> None:
         self.s = np.asarray(sil) > 0
-        rows = np.flatnonzero(self.s.any(1))
-        self.top, self.h = int(rows[0]), int(rows[-1] + 1 - rows[0])
+        top, bottom, _, _ = bounding_box(self.s)
+        self.top, self.h = top, bottom - top
         self.cols = np.arange(self.s.shape[1])
         self.c = self.centroid_x(*HEAD_ROWS)
 
