@@ -34,6 +34,7 @@ GUIDE: dict[str, str] = {
     "front_arms": "hold your arms straight, about 45° away from the body",
     "front_feet": "stand with your feet hip-width apart",
     "front_tilt": "stand straight and hold the phone upright, not tilted",
+    "front_turned": "face the camera squarely, toes pointing at it",
     "side_turned": "turn fully side-on: face the right edge of the picture, right shoulder toward the camera",
     "side_arms": "let your arms hang straight down along the body",
     "side_lean": "stand upright without leaning, looking ahead",
@@ -70,6 +71,8 @@ ARM_ANGLE_DEG = (22.8, 57.5)
 #: pose), so "too close" is a gap under 0.5% of the height: legs touching all the way down.
 LEG_GAP = (0.005, 0.207)
 FRONT_TILT_DEG = 4.3
+#: Mean sideways offset of the two feet from their shins (:func:`feet_turn`), / body height.
+FRONT_FEET_TURN = 0.0141
 SIDE_TURN_DEG = 31.4
 SIDE_ARM_REACH = 1.52
 SIDE_LEAN_DEG = (-7.6, 8.9)
@@ -98,6 +101,10 @@ KNEE_ROWS = (0.70, 0.80)  # the turn check: above the feet, where shoes and the 
 #: an "X" whose lower half is open, which is still feet too close together.
 KNEES_TOUCH_FROM = 0.72
 SHIN_ROWS = (0.86, 0.90)
+#: The front turn check: each leg's centre in TURN_SHIN_ROWS, its foot's pixels in TURN_FOOT_ROWS
+#: (ankle to sole; chosen on the yaw sweeps of docs/capture.md, higher or lower bands separate less).
+TURN_SHIN_ROWS = (0.82, 0.89)
+TURN_FOOT_ROWS = (0.90, 1.0)
 TOE_ROWS = (0.97, 1.0)
 SIDE_HAND_ROWS = (0.42, 0.60)
 SIDE_CHEST_ROWS = (0.25, 0.32)
@@ -117,6 +124,9 @@ SPECS: dict[str, CheckSpec] = {
                   "your feet are too far apart"),
         CheckSpec("front_tilt", "front", "tilt of the line from the legs' centroid to the upper body's, from vertical", "deg",
                   None, FRONT_TILT_DEG, "", "the body looks tilted (leaning sideways, or the camera held crooked)"),
+        CheckSpec("front_turned", "front", "mean sideways offset of the two feet from their shins / body height "
+                  "(both feet to the same side: the body turned)", "", None, FRONT_FEET_TURN, "",
+                  "your body looks turned away from the camera (both feet point to the same side)"),
         CheckSpec("side_turned", "side", "estimated turn away from a true profile, from how far apart the two legs show",
                   "deg", None, SIDE_TURN_DEG, "", "you are not fully side-on (turned toward the camera)"),
         CheckSpec("side_arms", "side", "widest row at hand height / chest depth", "", None, SIDE_ARM_REACH, "",
@@ -272,6 +282,45 @@ def leg_layout(b: _Body) -> tuple[float, float]:
     return float(np.mean(widths)), float(np.mean(centres))
 
 
+def _leg_centres(b: _Body, a: float, z: float) -> tuple[float, float] | None:
+    """Mean centre (x) of the left and the right leg over rows a..z: the two widest runs of each
+    row with at least two; None when fewer than two rows show two legs."""
+    left, right = [], []
+    for row in b.rows(a, z):
+        starts, ends = _runs(row)
+        if len(starts) >= 2:
+            order = np.argsort(ends - starts)[-2:]
+            lo, hi = sorted((starts[order] + ends[order] - 1) / 2)
+            left.append(lo)
+            right.append(hi)
+    return (float(np.mean(left)), float(np.mean(right))) if len(left) >= 2 else None
+
+
+def feet_turn(b: _Body) -> float:
+    """Signed mean sideways offset of the two feet from their shins, / body height (+ = image right).
+
+    Facing the camera, the feet point at it and the offsets are small, or opposite (toes
+    splayed) and cancel in the mean; a body turned by theta shows both feet's length (about 25 cm
+    x sin theta) to the same side of the ankles. Per leg: the centroid of the foot's pixels
+    (TURN_FOOT_ROWS, split at the middle between the legs) minus the leg's centre in
+    TURN_SHIN_ROWS. Foot rows that one run fills from one leg's centre to the other's (the
+    training's shadow under the feet, the feet merged) are left out. NaN (passes) when the
+    shins do not show two legs.
+    """
+    legs = _leg_centres(b, *TURN_SHIN_ROWS)
+    if legs is None:
+        return math.nan
+    xl, xr = legs
+    mid = (xl + xr) / 2
+    feet = b.rows(*TURN_FOOT_ROWS)
+    feet = feet[~feet[:, round(xl) : round(xr) + 1].all(1)]
+    _, xs = np.nonzero(feet)
+    left, right = xs[xs < mid], xs[xs >= mid]
+    if not left.size or not right.size:
+        return math.nan
+    return float((left.mean() - xl) + (right.mean() - xr)) / 2 / b.h
+
+
 def side_turn(side: _Body, front: _Body) -> float:
     """Turn away from a true profile (deg): in profile the legs hide each other, turned they show
     side by side, apart by (distance between the legs in the front view) x sin(turn)."""
@@ -326,6 +375,12 @@ def segmentation_height_px(person_px: float, photo_hw: tuple[int, int]) -> float
 
 
 # ----------------------------------------------------------------------------- the checks
+def _cols(b: _Body, a: float, z: float) -> tuple[float, float]:
+    """First and last column with body pixels in rows a..z (the whole canvas when none), for marks."""
+    cols = b.cols[b.rows(a, z).any(0)]
+    return (float(cols.min()), float(cols.max())) if cols.size else (0.0, float(b.s.shape[1] - 1))
+
+
 def check_silhouettes(front: np.ndarray, side: np.ndarray) -> list[CaptureCheck]:
     """The pose checks on two normalised silhouettes (128x96 uint8, as the network sees them)."""
     f, s = _Body(front), _Body(side)
@@ -346,11 +401,14 @@ def check_silhouettes(front: np.ndarray, side: np.ndarray) -> list[CaptureCheck]
     tilt, (x0, y0, x1, y1) = front_tilt(f)
     axis = (x0 + (x0 - x1) * 0.9, y0 + (y0 - y1) * 0.9, x1 + (x1 - x0) * 0.9, y1 + (y1 - y0) * 0.9)  # feet to head
     checks.append(_judge("front_tilt", abs(tilt), (Mark("front", "line", axis),)))
-    ankles = Mark("side", "box", (s.cols[s.rows(*KNEE_ROWS).any(0)].min(initial=0) - 3, s.y(KNEE_ROWS[0] - 0.1),
-                                  s.cols[s.rows(*KNEE_ROWS).any(0)].max(initial=0) + 3, s.y(1.0)))  # fmt: skip
+    x0, x1 = _cols(f, TURN_SHIN_ROWS[0], 1.0)
+    feet = Mark("front", "box", (x0 - 3, f.y(TURN_SHIN_ROWS[0]), x1 + 3, f.y(1.0) + 1))
+    checks.append(_judge("front_turned", abs(feet_turn(f)), (feet,)))
+    x0, x1 = _cols(s, *KNEE_ROWS)
+    ankles = Mark("side", "box", (x0 - 3, s.y(KNEE_ROWS[0] - 0.1), x1 + 3, s.y(1.0)))
     checks.append(_judge("side_turned", side_turn(s, f), (ankles,)))
-    hands = Mark("side", "box", (s.cols[s.rows(*SIDE_HAND_ROWS).any(0)].min(initial=0) - 2, s.y(SIDE_HAND_ROWS[0]),
-                                 s.cols[s.rows(*SIDE_HAND_ROWS).any(0)].max(initial=0) + 2, s.y(SIDE_HAND_ROWS[1])))  # fmt: skip
+    x0, x1 = _cols(s, *SIDE_HAND_ROWS)
+    hands = Mark("side", "box", (x0 - 2, s.y(SIDE_HAND_ROWS[0]), x1 + 2, s.y(SIDE_HAND_ROWS[1])))
     checks.append(_judge("side_arms", side_arm_reach(s), (hands,)))
     ankle_x = s.centroid_x(*SHIN_ROWS)
     checks.append(_judge("side_lean", side_lean(s), (Mark("side", "line", (ankle_x, s.y(0.88), s.c, s.y(0.02))),)))

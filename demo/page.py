@@ -68,7 +68,7 @@ def _capital(text: str) -> str:
 #: warnings end with (bodyshape.capture.GUIDE), so the two cannot drift apart.
 CAPTURE_TEXT = f"""
 **How to take the two photos**
-1. **Front:** face the camera; {capture.GUIDE["front_arms"]}; {capture.GUIDE["front_feet"]}; {capture.GUIDE["front_tilt"]}.
+1. **Front:** {capture.GUIDE["front_turned"]}; {capture.GUIDE["front_arms"]}; {capture.GUIDE["front_feet"]}; {capture.GUIDE["front_tilt"]}.
 2. **Side:** {capture.GUIDE["side_turned"]}; {capture.GUIDE["side_arms"]}; {capture.GUIDE["side_lean"]}.
 3. Camera at waist height, 2–3 m away: {capture.GUIDE["framing"]}. Same distance for both photos.
 4. {_capital(capture.GUIDE["same_person"])}. Plain wall behind you, nobody else in the picture, tight

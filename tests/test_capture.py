@@ -29,11 +29,16 @@ BAD = {
     "front_feet": [(dict(change="leg_spread", value=-20), "feet are too close together"),
                    (dict(change="leg_spread", value=22), "feet are too far apart")],
     "front_tilt": [(dict(change="roll", value=12), "looks tilted")],
+    "front_turned": [(dict(change="yaw", value=35), "looks turned away"),
+                     (dict(change="yaw", value=-35), "looks turned away")],
     "side_turned": [(dict(change="yaw", value=60), "not fully side-on")],
     "side_arms": [(dict(change="arm_swing", value=40), "arms are in front of or behind")],
     "side_lean": [(dict(change="torso_lean", value=20), "you lean forwards"),
                   (dict(change="torso_lean", value=-16), "you lean backwards")],
 }  # fmt: skip
+#: Fraction of fresh bad captures that must warn (test_thresholds_hold_on_fresh_renders): 0.8,
+#: except front_turned, which catches about 3 in 4 bodies turned by 30-40 degrees (docs/capture.md).
+MIN_DETECTION = {"front_turned": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +147,7 @@ def test_thresholds_hold_on_fresh_renders():
     for name, cases in BAD.items():
         for args, _ in cases:
             f, s = _render(shapes[:20], seed=SEED + 2, **args)
-            assert warn_rates(f, s)[name] >= 0.8, (name, args)
+            assert warn_rates(f, s)[name] >= MIN_DETECTION.get(name, 0.8), (name, args)
 
 
 def test_messages_and_the_page_guide_agree():
@@ -168,6 +173,12 @@ def test_marks_are_drawn_where_the_problem_is(shapes):
     plain = capture.marked_preview(side[0], "side", [c for c in checks if c.view != "side" or c.passed], 3)
     assert not (plain == capture.MARK_RGB).all(2).any()
     np.testing.assert_array_equal(plain[::3, ::3, 1], side[0])  # the silhouette itself, unchanged
+    front, side = _render(shapes[:1], "yaw", 35)
+    checks = capture.check_silhouettes(front[0], side[0])
+    red = (capture.marked_preview(front[0], "front", checks, 3) == capture.MARK_RGB).all(2)
+    ys, xs = np.nonzero(red)
+    body_xs = np.flatnonzero((front[0] > 0).any(0)) * 3
+    assert ys.min() > 0.7 * 384 and xs.min() > body_xs.min()  # front_turned: a box around the feet only
 
 
 def test_checks_are_cheap(shapes):
