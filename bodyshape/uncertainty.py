@@ -12,6 +12,11 @@ Interval per measurement: ``point + q * sqrt(spread^2 + floor^2)``, ``q`` from 1
 normalised conformal interval. ``floor`` (the typical spread) and the two quantiles are fitted
 by ``bodyshape calibrate-intervals`` on calibration splits generated from their own seeds
 (never the evaluation splits) and stored next to the weights (``intervals.json``).
+
+A capture that fails a capture check (:mod:`bodyshape.capture`: an odd pose, a turned body, a
+small person) gets its own, wider pair of quantiles, fitted on the calibration rows whose
+silhouettes fail a check: on those rows the network errs about 35% more (stance and arms
+splits), an error the four looks do not see because they share the pose.
 """
 
 from __future__ import annotations
@@ -74,12 +79,46 @@ class IntervalModel:
     coverage: float = COVERAGE
     calibrated_on: str = ""
     weights_sha256: str = ""  # the fused weights it was calibrated for
+    #: Quantiles for captures that failed a capture check (never narrower than q_low/q_high).
+    q_low_warned: tuple[float, ...] = ()
+    q_high_warned: tuple[float, ...] = ()
+    warned_rows: int = 0  # calibration rows behind them
+    #: Clothing "fitted" (bodyshape/clothing.py): the allowance the body is refitted by (m) and
+    #: the quantiles of the refitted body's error, fitted on dressed photo pairs.
+    fitted_allowance: tuple[float, ...] = ()
+    q_low_fitted: tuple[float, ...] = ()
+    q_high_fitted: tuple[float, ...] = ()
+    fitted_rows: int = 0
 
-    def bounds(self, point: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Point (..., M) and TTA spread (..., M), metres -> (low, high), metres."""
+    def allowance(self, clothing: str) -> np.ndarray:
+        """What ``clothing`` adds to each measurement (m), to take off the body: zero for tight."""
+        from bodyshape.clothing import DEFAULT_CLOTHING, check_clothing
+
+        if check_clothing(clothing) == DEFAULT_CLOTHING:
+            return np.zeros(len(self.names))
+        if not self.fitted_allowance:
+            raise BodyShapeError("this interval calibration has no clothing allowance: run `bodyshape calibrate-intervals`")
+        return np.asarray(self.fitted_allowance)
+
+    def bounds(self, point: np.ndarray, spread: np.ndarray, warned: bool | np.ndarray = False,
+               clothing: str = "tight") -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Point (..., M) and TTA spread (..., M), metres -> (low, high), metres.
+
+        ``warned``: the capture failed a capture check (a bool, or one per row of ``point``);
+        such rows get the wider quantiles fitted on failed captures. ``clothing`` "fitted": the
+        point is the refitted body's (:func:`bodyshape.clothing.undress`) and the quantiles
+        are those of dressed photo pairs (the wider of the two where a check failed too)."""
         scale = np.sqrt(np.asarray(spread, np.float64) ** 2 + np.asarray(self.floor) ** 2)
-        low = point + np.asarray(self.q_low) * scale
-        high = point + np.asarray(self.q_high) * scale
+        q_lo, q_hi = np.asarray(self.q_low), np.asarray(self.q_high)
+        if self.q_low_warned:
+            w = np.asarray(warned, bool)[..., None] if np.ndim(warned) else np.asarray(bool(warned))
+            q_lo = np.where(w, np.asarray(self.q_low_warned), q_lo)
+            q_hi = np.where(w, np.asarray(self.q_high_warned), q_hi)
+        if np.any(self.allowance(clothing)):
+            q_lo = np.minimum(q_lo, np.asarray(self.q_low_fitted))
+            q_hi = np.maximum(q_hi, np.asarray(self.q_high_fitted))
+        low = point + q_lo * scale
+        high = point + q_hi * scale
         # The interval always contains the reported value (a quantile pair that excludes it
         # would be a bias correction in disguise; the point stays the body the mesh shows).
         return np.minimum(low, point), np.maximum(high, point)
@@ -102,20 +141,52 @@ class IntervalModel:
         return model
 
 
+#: Fewer calibration rows with a failed capture check than this: no separate quantiles for them.
+MIN_WARNED_ROWS = 40
+
+
 def fit_intervals(truth: np.ndarray, point: np.ndarray, spread: np.ndarray, calibrated_on: str = "",
-                  coverage: float = COVERAGE, weights_sha256: str = "") -> IntervalModel:
-    """Fit an :class:`IntervalModel` on calibration rows (N, M), metres."""
+                  coverage: float = COVERAGE, weights_sha256: str = "",
+                  warned: np.ndarray | None = None) -> IntervalModel:  # fmt: skip
+    """Fit an :class:`IntervalModel` on calibration rows (N, M), metres.
+
+    ``warned`` (N,) bool: rows whose capture failed a capture check. The ordinary quantiles
+    are fitted on the other rows, the warned ones on these (when there are at least
+    :data:`MIN_WARNED_ROWS`), and never narrower than the ordinary ones."""
     floor = np.maximum(np.median(spread, axis=0), 1e-4)
     score = (truth - point) / np.sqrt(spread**2 + floor**2)
     tail = 100 * (1 - coverage) / 2
+    warned = np.zeros(len(score), bool) if warned is None else np.asarray(warned, bool)
+    ok = score[~warned] if (~warned).sum() >= MIN_WARNED_ROWS else score
+    q_low, q_high = np.percentile(ok, tail, axis=0), np.percentile(ok, 100 - tail, axis=0)
+    q_low_w, q_high_w = q_low, q_high
+    if warned.sum() >= MIN_WARNED_ROWS:
+        q_low_w = np.minimum(q_low, np.percentile(score[warned], tail, axis=0))
+        q_high_w = np.maximum(q_high, np.percentile(score[warned], 100 - tail, axis=0))
+
+    def t(x: np.ndarray) -> tuple[float, ...]:
+        return tuple(float(v) for v in x)
+
     return IntervalModel(
-        names=tuple(MEASUREMENT_NAMES),
-        floor=tuple(float(x) for x in floor),
-        q_low=tuple(float(x) for x in np.percentile(score, tail, axis=0)),
-        q_high=tuple(float(x) for x in np.percentile(score, 100 - tail, axis=0)),
-        coverage=coverage,
-        calibrated_on=calibrated_on,
-        weights_sha256=weights_sha256,
+        names=tuple(MEASUREMENT_NAMES), floor=t(floor), q_low=t(q_low), q_high=t(q_high),
+        coverage=coverage, calibrated_on=calibrated_on, weights_sha256=weights_sha256,
+        q_low_warned=t(q_low_w), q_high_warned=t(q_high_w), warned_rows=int(warned.sum()),
+    )
+
+
+def fit_clothing(model: IntervalModel, truth: np.ndarray, reported: np.ndarray, spread: np.ndarray,
+                 allowance: np.ndarray) -> IntervalModel:  # fmt: skip
+    """``model`` with the clothing allowance (M,) and the quantiles of the refitted bodies'
+    error on dressed calibration rows (``reported``: their measurements after the refit, (N, M))."""
+    from dataclasses import replace
+
+    score = (truth - reported) / np.sqrt(spread**2 + np.asarray(model.floor) ** 2)
+    tail = 100 * (1 - model.coverage) / 2
+    return replace(
+        model, fitted_allowance=tuple(float(x) for x in allowance),
+        q_low_fitted=tuple(float(x) for x in np.percentile(score, tail, axis=0)),
+        q_high_fitted=tuple(float(x) for x in np.percentile(score, 100 - tail, axis=0)),
+        fitted_rows=len(score),
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from bodyshape.capture import CaptureCheck, marked_preview
+from bodyshape.clothing import DEFAULT_CLOTHING, check_clothing
 from bodyshape.errors import BodyShapeError
 from bodyshape.photo import PhotoSilhouette, Segmenter, check_view_pair, photo_to_silhouette
 from bodyshape.reconstruct import check_height_cm
@@ -155,13 +156,14 @@ class DemoHandler:
 
     # -- the button
     def run(self, front_path: str | None, side_path: str | None, height_cm: object, units: str,
-            cache: dict | None) -> PageResult:  # fmt: skip
+            cache: dict | None, clothing: object = DEFAULT_CLOTHING) -> PageResult:  # fmt: skip
         """One press of the button. Never raises; the uploads are deleted in every case."""
         t0 = time.perf_counter()
         old, new = dict(cache or {}), {}  # the session keeps the masks of this request only
         previews: list[np.ndarray | None] = [None, None]
         try:
             height_m = check_height_cm(height_cm)
+            worn = check_clothing(DEFAULT_CLOTHING if clothing is None else str(clothing))
             sils = []
             for i, (path, view) in enumerate(((front_path, "front"), (side_path, "side"))):
                 sils.append(self.silhouette(path, view, old))
@@ -170,7 +172,7 @@ class DemoHandler:
             check_view_pair(*sils)
             rembg = sum(s.timings.get("rembg", 0.0) for s in sils if s.image.size)
             timings = {"photos": time.perf_counter() - t0, "rembg": rembg}
-            result = reconstruct_silhouettes(*sils, height_m, self.backend, timings)
+            result = reconstruct_silhouettes(*sils, height_m, self.backend, timings, worn)
             return self._served(result, previews, units, new, t0)
         except BodyShapeError as e:  # the backend's "not reachable" included
             return Failure(_sentence(str(e)), *previews, new)
@@ -196,6 +198,8 @@ class DemoHandler:
             f"body model ({self.backend.name}) {tm['model']:.2f} s, "
             f"measurements {tm['measure']:.2f} s, figure and files {t_end - t_fig:.2f} s."
         )
+        if result.clothing != DEFAULT_CLOTHING:
+            status += f" Clothing *{result.clothing}*: the body is fitted under the cloth allowance (wider ranges)."
         log.info("reconstruct ok: %s", status)
         return Reconstruction(status, front, side, fig, table, files, result.measurements, result.intervals, cache,
                               feedback_markdown(result.checks))  # fmt: skip
@@ -215,7 +219,7 @@ def feedback_markdown(checks: list[CaptureCheck]) -> str:
     items = "\n".join(f"- {c.message}" for c in failed)
     return (
         f"**⚠ Check your photos** ({len(failed)} of {len(checks)} capture checks failed; the result below "
-        f"may be less accurate, and the problem is marked in red on the silhouettes):\n{items}"
+        f"may be less accurate, its 80% ranges are wider, and the problem is marked in red on the silhouettes):\n{items}"
     )
 
 

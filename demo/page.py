@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bodyshape import capture
+from bodyshape.clothing import CLOTHING, DEFAULT_CLOTHING
 from bodyshape.errors import BodyShapeError
 from bodyshape.photo import MAX_BYTES, Segmenter
 from bodyshape.reconstruct import MAX_HEIGHT_CM, MIN_HEIGHT_CM
@@ -74,6 +75,9 @@ CAPTURE_TEXT = f"""
 4. {_capital(capture.GUIDE["same_person"])}. Plain wall behind you, nobody else in the picture, tight
    clothes (or underwear), hair tied back, no shoes.
 5. Enter your height: it sets the size of the body ({MIN_HEIGHT_CM:.0f}–{MAX_HEIGHT_CM:.0f} cm).
+6. Say what you wear: skin-tight gives the best numbers; for a T-shirt and shorts that follow the
+   body choose *fitted*: the body is then fitted under an allowance for the cloth, with wider
+   ranges. Loose clothes hide the body: change first.
 
 After *Reconstruct* the photos are checked against this guide; a warning says what to change
 and marks the problem on the silhouettes, and the result is still shown.
@@ -139,6 +143,10 @@ def _inputs() -> dict[str, Any]:
                 label=f"Your height (cm, {MIN_HEIGHT_CM:.0f}–{MAX_HEIGHT_CM:.0f})",
                 value=None, minimum=None, maximum=None, elem_id="height_cm",
             )  # fmt: skip
+            c["clothing"] = gr.Radio(
+                [(f"{k}: {v}", k) for k, v in CLOTHING.items()], value=DEFAULT_CLOTHING,
+                label="What are you wearing in the photos?", elem_id="clothing",
+            )  # fmt: skip
             c["units"] = gr.Radio(["cm", "in"], value="cm", label="Show measurements in", elem_id="units")
             c["button"] = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct")
             c["status"] = gr.Markdown("", elem_id="status")
@@ -179,9 +187,9 @@ def _wire(c: dict[str, Any], handler: DemoHandler, backend: Backend, demo) -> No
     """The events: the button (the ``/reconstruct`` API), the units radio, the model status."""
     import gradio as gr
 
-    def on_click(front_payload, side_payload, height_cm, unit, session_cache):
+    def on_click(front_payload, side_payload, height_cm, unit, session_cache, clothing=DEFAULT_CLOTHING):
         result = handler.run(
-            upload_path(front_payload), upload_path(side_payload), height_cm, unit, session_cache
+            upload_path(front_payload), upload_path(side_payload), height_cm, unit, session_cache, clothing
         )
         yield output_values(result)  # the page shows the status line, previews, session masks
         if isinstance(result, Failure):  # ... and an API client gets an error, not a "success"
@@ -189,7 +197,7 @@ def _wire(c: dict[str, Any], handler: DemoHandler, backend: Backend, demo) -> No
 
     c["button"].click(
         on_click,
-        inputs=[c["front"], c["side"], c["height"], c["units"], c["cache"]],
+        inputs=[c["front"], c["side"], c["height"], c["units"], c["cache"], c["clothing"]],
         outputs=[c[name] for name in OUTPUT_NAMES],
         api_name="reconstruct",
         show_progress="full",

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from bodyshape.capture import CaptureCheck, check_capture
+from bodyshape.clothing import CLOTHING, DEFAULT_CLOTHING, check_clothing, undress
 from bodyshape.errors import BodyShapeError
 from bodyshape.measurements import MEASUREMENT_NAMES, MEASUREMENTS, Measurement
 from bodyshape.photo import PhotoSilhouette, Segmenter, check_view_pair, get_segmenter, photo_to_silhouette
-from bodyshape.reconstruct import check_height_cm
+from bodyshape.reconstruct import check_height_cm, mesh_from_shape
 from bodyshape.shared import Shared
 from bodyshape.uncertainty import COVERAGE, IntervalModel, load_intervals, tta_inputs, tta_measure
 
@@ -45,9 +46,11 @@ MEASUREMENT_NOTES = (
 INTERVALS_NOTE = (
     f"Each measurement's {COVERAGE:.0%} interval: on synthetic bodies like the calibration set (bare bodies in the "
     "capture pose and off it, bodies off the body model, bare photos), about 8 in 10 true values fall inside. It "
-    "widens where the model's four looks at the photos disagree. It does not cover loose clothing: a garment 1 cm "
-    "off the body adds about 6 cm to a girth, which no silhouette can tell from the body. Calibration and "
-    "coverage per test split: docs/evaluation.md."
+    "widens where the model's four looks at the photos disagree, and when a capture check fails (odd poses err "
+    "more). Clothing: a garment 1 cm off the body adds about 6 cm to a girth, which no silhouette can tell from "
+    "the body; with clothing 'fitted' the body is refitted under a calibrated allowance and the interval is that "
+    "of dressed test photos. Loose clothing is not covered. Calibration and coverage per test split: "
+    "docs/evaluation.md."
 )
 
 
@@ -64,6 +67,7 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)  # seconds
     checks: list[CaptureCheck] = field(default_factory=list)  # capture feedback (bodyshape.capture)
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # metres, 80% (uncertainty)
+    clothing: str = DEFAULT_CLOTHING  # what the person said they wear (bodyshape.clothing)
 
     @property
     def warnings(self) -> list[str]:
@@ -81,12 +85,15 @@ def silhouettes_from_photos(front_src, side_src, segmenter: Segmenter | None = N
 
 
 def reconstruct_silhouettes(
-    front: PhotoSilhouette, side: PhotoSilhouette, height_m: float, backend, timings: dict | None = None
+    front: PhotoSilhouette, side: PhotoSilhouette, height_m: float, backend, timings: dict | None = None,
+    clothing: str = DEFAULT_CLOTHING,
 ) -> Result:
-    """Checked silhouettes + height (m) -> :class:`Result` through ``backend``."""
+    """Checked silhouettes + height (m) -> :class:`Result` through ``backend``. ``clothing``:
+    what the person wears (bodyshape/clothing.py); "fitted" refits the body under the allowance."""
     from bodyshape.body_model import get_body_model
     from bodyshape.measurements import measure
 
+    check_clothing(clothing)
     timings = dict(timings or {})
     t_check = time.perf_counter()
     checks = check_capture(front, side)
@@ -100,26 +107,31 @@ def reconstruct_silhouettes(
     shapes, verts = backend.reconstruct(*variants)
     t1 = time.perf_counter()
     tta = tta_measure(shapes, verts, h)
-    vertices = tta.vertices[0]
+    shape, vertices = tta.shape[0], tta.vertices[0]
+    if clothing != DEFAULT_CLOTHING:  # the body under the clothes: refitted, so mesh and numbers agree
+        shape = undress(shape, height_m, get_intervals().allowance(clothing))
+        vertices = mesh_from_shape(shape[None], h)[0]
     measurements = measure(vertices)
     point = np.array([measurements[n] for n in MEASUREMENT_NAMES])
-    low, high = get_intervals().bounds(point, tta.spread[0])
+    low, high = get_intervals().bounds(point, tta.spread[0], any(not c.passed for c in checks), clothing)
     intervals = {n: (float(lo), float(hi)) for n, lo, hi in zip(MEASUREMENT_NAMES, low, high, strict=True)}
     t2 = time.perf_counter()
     timings.update(model=t1 - t0, measure=t2 - t1)
     return Result(
-        front, side, height_m, tta.shape[0], vertices, get_body_model().faces, measurements,
-        backend.name, timings, checks, intervals,
+        front, side, height_m, shape, vertices, get_body_model().faces, measurements,
+        backend.name, timings, checks, intervals, clothing,
     )  # fmt: skip
 
 
-def reconstruct_photos(front_src, side_src, height_cm, backend, segmenter: Segmenter | None = None) -> Result:
+def reconstruct_photos(front_src, side_src, height_cm, backend, segmenter: Segmenter | None = None,
+                       clothing: str = DEFAULT_CLOTHING) -> Result:  # fmt: skip
     """The whole path: height check, both photos -> silhouettes, model, measurements."""
     height_m = check_height_cm(height_cm)
+    check_clothing(clothing)
     t0 = time.perf_counter()
     front, side = silhouettes_from_photos(front_src, side_src, segmenter)
     timings = {"photos": time.perf_counter() - t0, "rembg": front.timings["rembg"] + side.timings["rembg"]}
-    return reconstruct_silhouettes(front, side, height_m, backend, timings)
+    return reconstruct_silhouettes(front, side, height_m, backend, timings, clothing)
 
 
 # ----------------------------------------------------------------------------- presentation
@@ -187,6 +199,7 @@ def measurements_json(result: Result) -> dict:
     values = measurement_values(result.measurements, result.intervals)
     return {
         "height_input_cm": round(result.height_m * 100, 1),
+        "clothing": {"declared": result.clothing, "meaning": CLOTHING[result.clothing]},
         "units": "measurements_cm: centimetres; measurements_in: inches (cm / 2.54)",
         "measurements_cm": {v.spec.name: round(v.cm, 2) for v in values},
         "measurements_in": {v.spec.name: round(v.inches, 2) for v in values},

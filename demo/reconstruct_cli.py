@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from bodyshape.clothing import CLOTHING, DEFAULT_CLOTHING
 from bodyshape.errors import BodyShapeError
 
 
@@ -22,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("front", type=Path, help="front photo (facing the camera, arms ~45 deg out)")
     parser.add_argument("side", type=Path, help="side photo (facing the picture's right edge, arms down)")
     parser.add_argument("--height", type=float, required=True, help="the person's height in cm")
+    parser.add_argument("--clothing", choices=list(CLOTHING), default=DEFAULT_CLOTHING,
+                        help="what the person wears: " + "; ".join(f"{k}: {v}" for k, v in CLOTHING.items()))
     parser.add_argument(
         "-o", "--output", type=Path, default=Path("body.obj"), help="mesh file (.obj or .glb)"
     )
@@ -56,7 +59,7 @@ def capture_lines(checks) -> list[str]:
     failed = [c for c in checks if not c.passed]
     if not failed:
         return [f"capture checks: all {len(checks)} passed"]
-    return [f"capture warnings ({len(failed)} of {len(checks)} checks; the result may be less accurate):"] + [
+    return [f"capture warnings ({len(failed)} of {len(checks)} checks; the result may be less accurate, its 80% ranges are wider):"] + [
         f"  ! {c.message}" for c in failed
     ]
 
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr, flush=True)
 
     with open_backend(args.triton_url, args.protocol, args.local, say=say) as backend:
-        result = reconstruct_photos(args.front, args.side, args.height, backend)
+        result = reconstruct_photos(args.front, args.side, args.height, backend, clothing=args.clothing)
     out = args.output
     stem = out.stem
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.explain:
         print("  (--explain: how to measure each yourself, to compare)")
     print("\n".join(capture_lines(result.checks)))
+    print(f"clothing: {result.clothing} ({CLOTHING[result.clothing]})"
+          + ("; the body is fitted under the calibrated cloth allowance" if result.clothing != DEFAULT_CLOTHING else ""))
     t = result.timings
     print(
         f"time: rembg {t['rembg']:.2f} s, model ({backend.name}) {t['model']:.2f} s, measurements {t['measure']:.2f} s"

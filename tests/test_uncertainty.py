@@ -69,6 +69,32 @@ def test_fitted_intervals_cover_80_percent_and_widen_with_the_spread():
     assert np.all(width[wide].mean() > 1.3 * width[~wide].mean())
 
 
+def test_failed_captures_get_their_own_wider_calibrated_intervals():
+    rng = np.random.default_rng(1)
+    m = len(MEASUREMENT_NAMES)
+
+    def draw(n):
+        spread = rng.gamma(2.0, 0.004, (n, m))
+        point = rng.normal(0.9, 0.1, (n, m))
+        warned = rng.random(n) < 0.25
+        sigma = np.sqrt(spread**2 + 0.005**2) * np.where(warned, 3.5, 2.0)[:, None]  # odd poses err more
+        return point + rng.normal(0, 1, (n, m)) * sigma, point, spread, warned
+
+    truth, point, spread, warned = draw(20000)
+    model = fit_intervals(truth, point, spread, warned=warned)
+    assert model.warned_rows == warned.sum()
+    truth, point, spread, warned = draw(20000)
+    low, high = model.bounds(point, spread, warned)
+    inside = (truth >= low) & (truth <= high)
+    for group in (warned, ~warned):  # calibrated in each group, not only on average
+        assert np.all(np.abs(inside[group].mean(0) - 0.8) < 0.03), inside[group].mean(0)
+    one = model.bounds(point[0], spread[0], True)[1] - model.bounds(point[0], spread[0], False)[1]
+    assert np.all(one > 0)  # a warning widens the same row's interval
+    # Without warned rows in the calibration, a warning changes nothing.
+    plain = fit_intervals(truth, point, spread)
+    assert np.array_equal(plain.bounds(point, spread, True)[0], plain.bounds(point, spread, False)[0])
+
+
 def test_shipped_calibration_matches_this_version():
     from bodyshape.paths import WEIGHTS_DIR
     from bodyshape.uncertainty import file_sha256
@@ -84,6 +110,10 @@ def test_shipped_calibration_matches_this_version():
     point = np.full(len(MEASUREMENT_NAMES), 0.9)
     low, high = model.bounds(point, np.asarray(model.floor))
     assert all(0.02 < high[i] - low[i] < 0.2 for i in j)
+    # Captures that failed a capture check get wider intervals, fitted on such rows.
+    assert model.warned_rows >= 40
+    w_low, w_high = model.bounds(point, np.asarray(model.floor), warned=True)
+    assert all(w_high[i] - w_low[i] > high[i] - low[i] for i in j)
 
 
 def test_a_calibration_for_other_measurements_is_refused(tmp_path):

@@ -143,26 +143,47 @@ class SplitPrediction:
     low: np.ndarray
     high: np.ndarray
     spread: np.ndarray
+    shape: np.ndarray | None = None  # (N, S) the TTA mean shapes (before any clothing refit)
 
 
-def predict_measurements(weights: Path, split, intervals: IntervalModel | None = None) -> SplitPrediction:
+def capture_warned(front: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """(N,) bool: the pair fails a capture check, as the page judges it (the pose checks on
+    the silhouettes; the framing check needs the photo and is left out here)."""
+    from bodyshape.capture import check_silhouettes
+
+    return np.array([any(not c.passed for c in check_silhouettes(f, s)) for f, s in zip(front, side, strict=True)])
+
+
+def predict_measurements(weights: Path, split, intervals: IntervalModel | None = None,
+                         clothing: str = "tight") -> SplitPrediction:  # fmt: skip
     """The model in ``weights`` on a split's silhouettes, as the page computes it: TTA, mean
-    body, its measurements, and their ``intervals`` (None: no interval, low = high = point;
-    calibration needs only points and spreads). One code path for evaluation and calibration."""
+    body, its measurements (for ``clothing`` "fitted", those of the body refitted under the
+    clothing allowance, bodyshape/clothing.py), and their ``intervals`` (None: no interval,
+    low = high = point; calibration needs only points and spreads), wider where the capture
+    fails a capture check. One code path for evaluation and calibration."""
+    from bodyshape.clothing import DEFAULT_CLOTHING, undressed
     from bodyshape.reconstruct import LocalPredictor
     from bodyshape.uncertainty import tta_inputs, tta_measure
 
     predictor = LocalPredictor(str(weights))
-    points, spreads = [], []
+    points, spreads, shapes = [], [], []
     for i in range(0, len(split.height), 200):
         sl = slice(i, i + 200)
         h = split.height[sl]
         res = tta_measure(predictor.predict_shape(*tta_inputs(split.front[sl], split.side[sl], h)), None, h)
         points.append(get_measurer().batch(res.vertices))
         spreads.append(res.spread)
-    point, spread = np.concatenate(points), np.concatenate(spreads)
-    low, high = (point, point) if intervals is None else intervals.bounds(point, spread)
-    return SplitPrediction(point, low, high, spread)
+        shapes.append(res.shape)
+    point, spread, shape = np.concatenate(points), np.concatenate(spreads), np.concatenate(shapes)
+    if clothing != DEFAULT_CLOTHING:
+        if intervals is None:
+            raise ValueError("clothing other than tight needs the interval calibration (its allowance)")
+        _, _, point = undressed(shape, split.height, intervals.allowance(clothing), progress=f"{split.name}: {clothing} clothing")
+    if intervals is None:
+        low, high = point, point
+    else:
+        low, high = intervals.bounds(point, spread, capture_warned(split.front, split.side), clothing)
+    return SplitPrediction(point, low, high, spread, shape)
 
 
 def interval_quality(pred: SplitPrediction, truth: np.ndarray) -> dict[str, dict[str, float]]:
@@ -197,19 +218,25 @@ def split_errors(pred: np.ndarray, truth: np.ndarray, person: np.ndarray) -> dic
 def evaluate_splits(weights: Path, names: list[str], folder: Path, test_set: Path | None = None) -> dict:
     """The model in ``weights`` on each named split (generated into ``folder`` when missing;
     ``in_distribution`` is ``test_set`` when that is the same held-out set)."""
-    from training.splits import load_split
+    from bodyshape.clothing import DEFAULT_CLOTHING
+    from training.splits import SPLIT_CLOTHING, load_split
 
     intervals = load_intervals()  # the shipped calibration, read once
     results = {"weights": weights.name, "splits": {}}
     for name in names:
         split = load_split(name, folder, test_set=test_set)
-        pred = predict_measurements(weights, split, intervals)
-        errs = split_errors(pred.point, split.truth, split.person)
-        results["splits"][name] = {
-            "n": len(split.height), "persons": int(len(np.unique(split.person))), "errors": errs,
-            "intervals": interval_quality(pred, split.truth),
-        }
-        print(name, json.dumps({g: {k: round(v, 1) for k, v in errs[g].items()} for g in GIRTHS_SHOWN}))
+        clothing = SPLIT_CLOTHING.get(name, DEFAULT_CLOTHING)
+        # A dressed split is judged as its people would use the page (clothing declared), and
+        # also as if they had not said (the row "<split>, clothing not declared").
+        runs = {name: clothing} | ({f"{name}, clothing not declared": DEFAULT_CLOTHING} if clothing != DEFAULT_CLOTHING else {})
+        for row, worn in runs.items():
+            pred = predict_measurements(weights, split, intervals, worn)
+            errs = split_errors(pred.point, split.truth, split.person)
+            results["splits"][row] = {
+                "n": len(split.height), "persons": int(len(np.unique(split.person))), "errors": errs,
+                "intervals": interval_quality(pred, split.truth), "clothing": worn,
+            }
+            print(row, json.dumps({g: {k: round(v, 1) for k, v in errs[g].items()} for g in GIRTHS_SHOWN}))
     return results
 
 

@@ -56,6 +56,9 @@ SPLIT_SIZES = {
     IN_DISTRIBUTION: 1000, STANCE: 300, ARMS: 300, OFF_MODEL: 300, PHOTO_BARE: 200, PHOTO: 200, REPEATABILITY: 30,
 }
 REFRAMES = 10
+#: What the people of each split wear, as they would tell the page (bodyshape/clothing.py):
+#: the dressed photo splits have a 0.5-1.5 cm cloth margin (:func:`dress`); all others "tight".
+SPLIT_CLOTHING = {PHOTO: "fitted", REPEATABILITY: "fitted"}
 #: Largest off-model displacement of the surface, metres.
 MAX_DEFORMATION_M = 0.03
 FORMAT = 1

@@ -1,0 +1,126 @@
+"""Declared clothing: the body refitted under the allowance (bodyshape/clothing.py), its
+calibration and intervals (bodyshape/uncertainty.py), the page, the CLI and the JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bodyshape.errors import BodyShapeError
+from bodyshape.measurements import MEASUREMENT_NAMES
+
+GIRTHS = ("chest", "waist", "hip")
+
+
+@pytest.fixture(scope="module")
+def body():
+    from bodyshape.body_model import get_body_model
+
+    return get_body_model().sample_shapes(6, seed=4242), np.array([1.55, 1.62, 1.70, 1.75, 1.82, 1.90], np.float32)
+
+
+def test_undress_takes_the_allowance_off_the_measured_mesh(body):
+    from bodyshape.clothing import undressed
+    from bodyshape.measurements import get_measurer
+    from bodyshape.reconstruct import mesh_from_shape
+    from bodyshape.uncertainty import load_intervals
+
+    shapes, heights = body
+    before = get_measurer().batch(mesh_from_shape(shapes, heights))
+    allowance = load_intervals().allowance("fitted")  # the shipped one: 5-7 cm on the torso girths
+    new_shapes, meshes, after = undressed(shapes, heights, allowance)
+    change = before - after
+    for g in GIRTHS:  # most of it on the typical body, never a body much smaller than asked for
+        j = MEASUREMENT_NAMES.index(g)
+        assert 0.6 * allowance[j] < np.median(change[:, j]) < 1.2 * allowance[j], (g, change[:, j])
+        assert np.all(change[:, j] < 1.5 * allowance[j]), (g, change[:, j])
+    # The numbers are those of the mesh returned, at the typed height.
+    np.testing.assert_allclose(after, get_measurer().batch(meshes), atol=1e-6)
+    np.testing.assert_allclose(after[:, MEASUREMENT_NAMES.index("height")], heights, atol=2e-3)
+    assert not np.allclose(new_shapes, shapes)
+    # Nothing to take off: the same body.
+    same, _, _ = undressed(shapes, heights, np.zeros(len(MEASUREMENT_NAMES)))
+    np.testing.assert_allclose(same, shapes, atol=1e-6)
+
+
+def test_unknown_clothing_is_refused():
+    from bodyshape.clothing import check_clothing
+    from bodyshape.uncertainty import load_intervals
+
+    with pytest.raises(BodyShapeError, match="clothing must be one of tight, fitted"):
+        check_clothing("loose")
+    with pytest.raises(BodyShapeError, match="clothing must be one of"):
+        load_intervals().allowance("")
+
+
+def test_shipped_allowance_and_its_wider_intervals():
+    """The calibration ships an allowance the size of a 0.5-1.5 cm cloth margin on the torso
+    (2 pi x 1 cm = 63 mm), none on the wrist, and the fitted intervals are wider."""
+    from bodyshape.uncertainty import load_intervals
+
+    model = load_intervals()
+    assert model.fitted_rows >= 40 and "clothing allowance" in model.calibrated_on
+    allowance = model.allowance("fitted") * 1000
+    for g in GIRTHS:
+        assert 20 < allowance[MEASUREMENT_NAMES.index(g)] < 100, (g, allowance)
+    assert abs(allowance[MEASUREMENT_NAMES.index("wrist")]) < 10
+    assert allowance[MEASUREMENT_NAMES.index("height")] == 0
+    assert not np.any(model.allowance("tight"))
+    point = np.full(len(MEASUREMENT_NAMES), 0.9)
+    tight = np.subtract(*model.bounds(point, np.asarray(model.floor))[::-1])
+    fitted = np.subtract(*model.bounds(point, np.asarray(model.floor), clothing="fitted")[::-1])
+    assert np.all(fitted >= tight - 1e-12) and all(fitted[MEASUREMENT_NAMES.index(g)] > tight[MEASUREMENT_NAMES.index(g)]
+                                                   for g in GIRTHS)  # fmt: skip
+
+
+def test_fit_clothing_quantiles_cover_the_dressed_rows():
+    from bodyshape.uncertainty import fit_clothing, fit_intervals
+
+    rng = np.random.default_rng(3)
+    m = len(MEASUREMENT_NAMES)
+    spread = rng.gamma(2.0, 0.004, (4000, m))
+    point = rng.normal(0.9, 0.1, (4000, m))
+    truth = point + rng.normal(0, 1, (4000, m)) * np.sqrt(spread**2 + 0.005**2) * 2
+    model = fit_intervals(truth, point, spread)
+    dressed = point + rng.normal(0, 1, (4000, m)) * np.sqrt(spread**2 + 0.005**2) * 4  # refitted bodies err more
+    model = fit_clothing(model, truth, dressed, spread, np.full(m, 0.05))
+    low, high = model.bounds(dressed, spread, clothing="fitted")
+    inside = ((truth >= low) & (truth <= high)).mean(0)
+    assert np.all(np.abs(inside - 0.8) < 0.04), inside
+
+
+@pytest.mark.slow
+def test_fitted_clothing_on_the_page_cli_and_json(tmp_path, capsys):
+    """The same photos: "fitted" gives a smaller body (girths down by about the allowance), says
+    so in the JSON, and the CLI takes --clothing."""
+    from bodyshape.cli import main
+    from demo.backend import LocalBackend
+    from demo.handler import DemoHandler, Reconstruction
+    from demo.make_assets import load_examples
+
+    ex = load_examples()[0]
+    handler = DemoHandler(LocalBackend())
+    runs = {}
+    for worn in ("tight", "fitted"):
+        r = handler.run(ex["front"], ex["side"], ex["height_cm"], "cm", {}, worn)
+        assert isinstance(r, Reconstruction), r.status
+        runs[worn] = json.loads(next(Path(p) for p in r.files if p.endswith(".json")).read_text())
+    tight, fitted = runs["tight"], runs["fitted"]
+    assert tight["clothing"]["declared"] == "tight" and fitted["clothing"]["declared"] == "fitted"
+    for g in GIRTHS:
+        drop = tight["measurements_cm"][g] - fitted["measurements_cm"][g]
+        assert 1.0 < drop < 12.0, (g, drop)
+        low, high = fitted["intervals_80_cm"][g]
+        assert low <= fitted["measurements_cm"][g] <= high
+    assert fitted["measurements_cm"]["height"] == pytest.approx(ex["height_cm"], abs=0.3)
+    # A value the page does not offer (a hand-made API call) is a clear error, not a crash.
+    r = handler.run(ex["front"], ex["side"], ex["height_cm"], "cm", {}, "loose")
+    assert not isinstance(r, Reconstruction) and "Clothing must be one of" in r.message
+    out = tmp_path / "body.obj"
+    assert main(["reconstruct", ex["front"], ex["side"], "--height", str(ex["height_cm"]), "-o", str(out),
+                 "--local", "--clothing", "fitted"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "body_measurements.json").read_text())["clothing"]["declared"] == "fitted"
+    capsys.readouterr()
