@@ -69,9 +69,9 @@ def _panel(mask: np.ndarray, title: str, lines: list[str], hw=(620, 420)) -> np.
 def make_guide(path: Path = GUIDE) -> Path:
     shape = example_shape(21, 0)
     front, side = render_masks(shape)
-    left = _panel(front, "1. FRONT", ["face the camera, arms ~45 deg out,", "feet hip-width apart"])
-    right = _panel(
-        side, "2. SIDE", ["turn to face the picture's right edge,", "arms straight down, feet together"]
+    left = _panel(front, "1. FRONT", ["face the camera squarely, arms ~45 deg out,", "feet hip-width apart"])
+    right = _panel(  # the same stance as the front photo: the training pairs share it
+        side, "2. SIDE", ["turn to face the picture's right edge,", "arms straight down, feet as in the front"]
     )
     img = np.hstack([left, np.full((left.shape[0], 8, 3), 255, np.uint8), right])
     path.parent.mkdir(parents=True, exist_ok=True)
