@@ -6,12 +6,13 @@ skin, and a margin ``m`` adds ``2 pi m`` to a girth (+63 mm for 1 cm): no silhou
 that from a larger body. So the person says what they wear (the page asks; ``bodyshape
 reconstruct --clothing``), as ISO 8559-1 measures the body, not the garment.
 
-For ``fitted`` clothing the reported body is moved by the *clothing allowance*: per measurement,
-the median of (reported - true) on a calibration split of dressed photo pairs (its own seed,
-never an evaluation split; ``bodyshape calibrate-intervals``, stored in ``intervals.json``).
-The mesh moves with the numbers: the shape vector is refitted, one Gauss-Newton step on a
-finite-difference Jacobian of the measurements (20 extra meshes, a fraction of a second), so
-the numbers shown are still measured on the mesh shown. The allowance is what the synthetic
+For ``fitted`` clothing the reported body is moved by the *clothing allowance*, one number per
+measurement, fitted on a calibration split of dressed photo pairs (its own seed, never an
+evaluation split; ``bodyshape calibrate-intervals``, stored in ``intervals.json``) so that the
+refitted bodies have no median error there (:func:`fit_allowance`). The mesh moves with the
+numbers: the shape vector is refitted (:func:`undress`: one damped Gauss-Newton step on a
+finite-difference Jacobian of the measurements, 23 extra meshes, about 0.4 s), so the numbers
+shown are still measured on the mesh shown. The allowance is what the synthetic
 dressing of the calibration split adds (0.5-1.5 cm of cloth over the torso and hips, drawn
 like the evaluation's dressed photos); real garments differ, which the wider interval of a
 ``fitted`` result has to carry.
@@ -47,14 +48,13 @@ def check_clothing(clothing: str) -> str:
 
 def measurement_jacobian(shape: np.ndarray, height_m: float) -> tuple[np.ndarray, np.ndarray]:
     """(measurements (M,), d measurements / d shape (M, S)) of one body at its height, metres."""
-    from bodyshape.body_model import N_PHENOTYPES
     from bodyshape.measurements import get_measurer
     from bodyshape.reconstruct import mesh_from_shape
 
     s = np.asarray(shape, np.float32).reshape(-1)
-    # Step inwards from the ends of each parameter's range, so the clamp never eats the step.
-    hi = np.r_[np.ones(N_PHENOTYPES), np.ones(len(s) - N_PHENOTYPES)]
-    step = np.where(s + FD_STEP <= hi, FD_STEP, -FD_STEP).astype(np.float32)
+    # Every parameter's range ends at 1 (phenotypes 0..1, local changes -1..1): step down from
+    # the top end, so the clamp never eats the step.
+    step = np.where(s + FD_STEP <= 1.0, FD_STEP, -FD_STEP).astype(np.float32)
     probes = np.vstack([s, s + np.diag(step)])
     meas = get_measurer().batch(mesh_from_shape(probes, np.full(len(probes), height_m, np.float32)))
     return meas[0].astype(np.float64), ((meas[1:] - meas[0]) / step[:, None]).T.astype(np.float64)

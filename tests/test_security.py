@@ -201,7 +201,7 @@ def _raw_reconstruct(session: httpx.Client, front: dict, side: dict, height: flo
     config = session.get("/config").json()
     fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "reconstruct")
     session_hash = uuid.uuid4().hex[:10]
-    body = {"data": [front, side, height, "cm", None], "fn_index": fn_index, "session_hash": session_hash,
+    body = {"data": [front, side, height, "cm", None, "tight"], "fn_index": fn_index, "session_hash": session_hash,
             "event_data": None, "trigger_id": None}  # fmt: skip
     r = session.post("/gradio_api/queue/join", json=body)
     assert r.status_code == 200, (r.status_code, r.text[:300])
