@@ -274,9 +274,10 @@ class _GenderDistribution:
 
 class BodyModel:
     """Anny with this project's shape vector, on one device. Build once (cached on disk by
-    anny) and share: every attribute is set in the constructor and never changed after, and
-    the one operation that touches process-wide state (seeded sampling: torch's global RNG)
-    holds a lock, so one instance serves many threads. Use :func:`get_body_model`.
+    anny) and share: every attribute is set in the constructor and never changed after (the
+    constructor also runs Anny once, so Warp's kernels are built before any thread shares
+    them), and the one operation that touches process-wide state (seeded sampling: torch's
+    global RNG) holds a lock, so one instance serves many threads. Use :func:`get_body_model`.
     """
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
@@ -313,6 +314,14 @@ class BodyModel:
         self.device = torch.device(device)
         if self.device.type != "cpu":
             self.anny.to(self.device)
+        # Warp (Anny's skinning) builds a kernel's launch data on its first launch, and not
+        # thread-safely: two page requests launching it at once in a fresh process failed with
+        # "'Adjoint' object has no attribute 'tid_extent_limit_candidate'" or a KeyError. One
+        # launch here, before the instance is shared (Shared builds it under its lock), makes
+        # every later launch a lookup.
+        warm = torch.zeros(1, N_SHAPE)
+        warm[:, :N_PHENOTYPES] = 0.5
+        self.forward(warm)
 
     @property
     def n_vertices(self) -> int:

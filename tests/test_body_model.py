@@ -129,6 +129,43 @@ def test_shared_model_and_measurer_give_the_same_answers_from_many_threads(model
     assert get_body_model() is model and get_body_model("cpu") is model
 
 
+_FIRST_LAUNCH_RACE = """
+import threading
+import numpy as np
+from bodyshape.body_model import N_SHAPE, get_body_model
+model = get_body_model()
+shape = np.zeros((1, N_SHAPE), np.float32)
+shape[:, :6] = 0.5
+start, errors = threading.Barrier(8), []
+def run():
+    start.wait()
+    try:
+        model.forward(shape)
+    except Exception as e:
+        errors.append(repr(e))
+threads = [threading.Thread(target=run) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print("errors:", errors)
+"""
+
+
+def test_a_fresh_process_can_run_the_model_from_many_threads_at_once():
+    """Warp builds a kernel's launch data on its first launch, not thread-safely: 8 threads
+    launching at once in a fresh process failed (KeyError, or 'Adjoint' object has no
+    attribute 'tid_extent_limit_candidate': a page request crashed in CI) until the body
+    model ran Anny once in its constructor. Twice, each in a new process."""
+    import subprocess
+    import sys
+
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", _FIRST_LAUNCH_RACE], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "errors: []" in r.stdout, r.stdout[-2000:]
+
+
 def test_shared_holder_builds_once_under_concurrency():
     import threading
     import time
