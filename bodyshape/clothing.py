@@ -11,7 +11,7 @@ measurement, fitted on a calibration split of dressed photo pairs (its own seed,
 evaluation split; ``bodyshape calibrate-intervals``, stored in ``intervals.json``) so that the
 refitted bodies have no median error there (:func:`fit_allowance`). The mesh moves with the
 numbers: the shape vector is refitted (:func:`undress`: one damped Gauss-Newton step on a
-finite-difference Jacobian of the measurements, 23 extra meshes, about 0.4 s), so the numbers
+finite-difference Jacobian of the measurements, 23 extra meshes, 0.4-0.6 s on 2 cores), so the numbers
 shown are still measured on the mesh shown. The allowance is what the synthetic
 dressing of the calibration split adds (0.5-1.5 cm of cloth over the torso and hips, drawn
 like the evaluation's dressed photos); real garments differ, which the wider interval of a
