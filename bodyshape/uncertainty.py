@@ -145,6 +145,12 @@ class IntervalModel:
 MIN_WARNED_ROWS = 40
 
 
+def _quantiles(score: np.ndarray, coverage: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, the lower and upper quantile of normalised errors that leave ``coverage`` between them."""
+    tail = 100 * (1 - coverage) / 2
+    return np.percentile(score, tail, axis=0), np.percentile(score, 100 - tail, axis=0)
+
+
 def fit_intervals(truth: np.ndarray, point: np.ndarray, spread: np.ndarray, calibrated_on: str = "",
                   coverage: float = COVERAGE, weights_sha256: str = "",
                   warned: np.ndarray | None = None) -> IntervalModel:  # fmt: skip
@@ -155,14 +161,12 @@ def fit_intervals(truth: np.ndarray, point: np.ndarray, spread: np.ndarray, cali
     :data:`MIN_WARNED_ROWS`), and never narrower than the ordinary ones."""
     floor = np.maximum(np.median(spread, axis=0), 1e-4)
     score = (truth - point) / np.sqrt(spread**2 + floor**2)
-    tail = 100 * (1 - coverage) / 2
     warned = np.zeros(len(score), bool) if warned is None else np.asarray(warned, bool)
-    ok = score[~warned] if (~warned).sum() >= MIN_WARNED_ROWS else score
-    q_low, q_high = np.percentile(ok, tail, axis=0), np.percentile(ok, 100 - tail, axis=0)
+    q_low, q_high = _quantiles(score[~warned] if (~warned).sum() >= MIN_WARNED_ROWS else score, coverage)
     q_low_w, q_high_w = q_low, q_high
     if warned.sum() >= MIN_WARNED_ROWS:
-        q_low_w = np.minimum(q_low, np.percentile(score[warned], tail, axis=0))
-        q_high_w = np.maximum(q_high, np.percentile(score[warned], 100 - tail, axis=0))
+        lo, hi = _quantiles(score[warned], coverage)
+        q_low_w, q_high_w = np.minimum(q_low, lo), np.maximum(q_high, hi)
 
     def t(x: np.ndarray) -> tuple[float, ...]:
         return tuple(float(v) for v in x)
@@ -181,11 +185,10 @@ def fit_clothing(model: IntervalModel, truth: np.ndarray, reported: np.ndarray, 
     from dataclasses import replace
 
     score = (truth - reported) / np.sqrt(spread**2 + np.asarray(model.floor) ** 2)
-    tail = 100 * (1 - model.coverage) / 2
+    q_low, q_high = _quantiles(score, model.coverage)
     return replace(
         model, fitted_allowance=tuple(float(x) for x in allowance),
-        q_low_fitted=tuple(float(x) for x in np.percentile(score, tail, axis=0)),
-        q_high_fitted=tuple(float(x) for x in np.percentile(score, 100 - tail, axis=0)),
+        q_low_fitted=tuple(float(x) for x in q_low), q_high_fitted=tuple(float(x) for x in q_high),
         fitted_rows=len(score),
     )
 

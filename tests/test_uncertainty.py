@@ -48,14 +48,18 @@ def test_tta_inputs_are_variant_major():
     assert np.array_equal(split_variants(f4, 2)[3], mirrored(f))
 
 
+def _spread_and_point(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration-like rows: a TTA spread and a reported value per measurement, metres."""
+    m = len(MEASUREMENT_NAMES)
+    return rng.gamma(2.0, 0.004, (n, m)), rng.normal(0.9, 0.1, (n, m))
+
+
 def test_fitted_intervals_cover_80_percent_and_widen_with_the_spread():
     rng = np.random.default_rng(0)
-    m = len(MEASUREMENT_NAMES)
 
     def draw(n):
-        spread = rng.gamma(2.0, 0.004, (n, m))
-        point = rng.normal(0.9, 0.1, (n, m))
-        truth = point + rng.normal(0, 1, (n, m)) * np.sqrt(spread**2 + 0.005**2) * 2.0 - 0.003
+        spread, point = _spread_and_point(rng, n)
+        truth = point + rng.normal(0, 1, point.shape) * np.sqrt(spread**2 + 0.005**2) * 2.0 - 0.003
         return truth, point, spread
 
     model = fit_intervals(*draw(20000))
@@ -71,14 +75,12 @@ def test_fitted_intervals_cover_80_percent_and_widen_with_the_spread():
 
 def test_failed_captures_get_their_own_wider_calibrated_intervals():
     rng = np.random.default_rng(1)
-    m = len(MEASUREMENT_NAMES)
 
     def draw(n):
-        spread = rng.gamma(2.0, 0.004, (n, m))
-        point = rng.normal(0.9, 0.1, (n, m))
+        spread, point = _spread_and_point(rng, n)
         warned = rng.random(n) < 0.25
         sigma = np.sqrt(spread**2 + 0.005**2) * np.where(warned, 3.5, 2.0)[:, None]  # odd poses err more
-        return point + rng.normal(0, 1, (n, m)) * sigma, point, spread, warned
+        return point + rng.normal(0, 1, point.shape) * sigma, point, spread, warned
 
     truth, point, spread, warned = draw(20000)
     model = fit_intervals(truth, point, spread, warned=warned)

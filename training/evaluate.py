@@ -161,6 +161,13 @@ def predict_measurements(weights: Path, split, intervals: IntervalModel | None =
     clothing allowance, bodyshape/clothing.py), and their ``intervals`` (None: no interval,
     low = high = point; calibration needs only points and spreads), wider where the capture
     fails a capture check. One code path for evaluation and calibration."""
+    return predict_by_clothing(weights, split, intervals, (clothing,))[clothing]
+
+
+def predict_by_clothing(weights: Path, split, intervals: IntervalModel | None,
+                        clothings: tuple[str, ...]) -> dict[str, SplitPrediction]:  # fmt: skip
+    """:func:`predict_measurements` for several declared clothings of the same split: the
+    network, its four looks and the capture checks run once."""
     from bodyshape.clothing import DEFAULT_CLOTHING, undressed
     from bodyshape.reconstruct import LocalPredictor
     from bodyshape.uncertainty import tta_inputs, tta_measure
@@ -174,16 +181,18 @@ def predict_measurements(weights: Path, split, intervals: IntervalModel | None =
         points.append(get_measurer().batch(res.vertices))
         spreads.append(res.spread)
         shapes.append(res.shape)
-    point, spread, shape = np.concatenate(points), np.concatenate(spreads), np.concatenate(shapes)
-    if clothing != DEFAULT_CLOTHING:
-        if intervals is None:
-            raise ValueError("clothing other than tight needs the interval calibration (its allowance)")
-        _, _, point = undressed(shape, split.height, intervals.allowance(clothing), progress=f"{split.name}: {clothing} clothing")
-    if intervals is None:
-        low, high = point, point
-    else:
-        low, high = intervals.bounds(point, spread, capture_warned(split.front, split.side), clothing)
-    return SplitPrediction(point, low, high, spread, shape)
+    raw, spread, shape = np.concatenate(points), np.concatenate(spreads), np.concatenate(shapes)
+    warned = None if intervals is None else capture_warned(split.front, split.side)
+    out = {}
+    for clothing in clothings:
+        point = raw
+        if clothing != DEFAULT_CLOTHING:
+            if intervals is None:
+                raise ValueError("clothing other than tight needs the interval calibration (its allowance)")
+            _, _, point = undressed(shape, split.height, intervals.allowance(clothing), progress=f"{split.name}: {clothing} clothing")
+        low, high = (point, point) if intervals is None else intervals.bounds(point, spread, warned, clothing)
+        out[clothing] = SplitPrediction(point, low, high, spread, shape)
+    return out
 
 
 def interval_quality(pred: SplitPrediction, truth: np.ndarray) -> dict[str, dict[str, float]]:
@@ -229,8 +238,9 @@ def evaluate_splits(weights: Path, names: list[str], folder: Path, test_set: Pat
         # A dressed split is judged as its people would use the page (clothing declared), and
         # also as if they had not said (the row "<split>, clothing not declared").
         runs = {name: clothing} | ({f"{name}, clothing not declared": DEFAULT_CLOTHING} if clothing != DEFAULT_CLOTHING else {})
+        preds = predict_by_clothing(weights, split, intervals, tuple(runs.values()))
         for row, worn in runs.items():
-            pred = predict_measurements(weights, split, intervals, worn)
+            pred = preds[worn]
             errs = split_errors(pred.point, split.truth, split.person)
             results["splits"][row] = {
                 "n": len(split.height), "persons": int(len(np.unique(split.person))), "errors": errs,
