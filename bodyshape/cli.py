@@ -17,6 +17,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "train": ("training.train", "staged training: front, side, fused (+ from-scratch control)"),
     "train-gpu": ("training.one_gpu", "one-GPU recipe: generate on all cores while the GPU trains, in a time budget"),
     "population": ("bodyshape.population", "synthetic population vs the ANSUR II survey: table in docs/measurements.md"),
+    "fit-correction": ("training.fit_correction", "fit the measurement correction on a wide-pose dataset the network never saw"),
     "calibrate-intervals": ("training.calibrate_intervals", "fit the 80% measurement intervals on calibration splits (own seeds)"),
     "evaluate": ("training.evaluate", "evaluation table of the trained models on a held-out set"),
     "ship": ("training.ship", "copy a training run's weights into bodyshape/weights and re-export the Triton repository"),

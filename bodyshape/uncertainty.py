@@ -106,7 +106,7 @@ class IntervalModel:
 
         ``warned``: the capture failed a capture check (a bool, or one per row of ``point``);
         such rows get the wider quantiles fitted on failed captures. ``clothing`` "fitted": the
-        point is the refitted body's (:func:`bodyshape.clothing.undress`) and the quantiles
+        point is the refitted body's (:mod:`bodyshape.refit`) and the quantiles
         are those of dressed photo pairs (the wider of the two where a check failed too)."""
         scale = np.sqrt(np.asarray(spread, np.float64) ** 2 + np.asarray(self.floor) ** 2)
         q_lo, q_hi = np.asarray(self.q_low), np.asarray(self.q_high)

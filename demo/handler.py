@@ -111,9 +111,11 @@ class DemoHandler:
         """Build and run everything once at start-up, not in the first request."""
         from bodyshape.body_model import get_body_model
         from bodyshape.measurements import measure
+        from demo.pipeline import get_correction, get_intervals
 
         bm = get_body_model()
         measure(bm.forward(bm.sample_shapes(1, seed=0)).rest_vertices[0])
+        get_intervals(), get_correction()  # a missing or unreadable file stops the start, not a request
         self.segmenter(np.full((320, 240, 3), 128, np.uint8))
 
     @property

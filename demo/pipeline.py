@@ -19,17 +19,21 @@ from pathlib import Path
 import numpy as np
 
 from bodyshape.capture import CaptureCheck, check_capture
-from bodyshape.clothing import CLOTHING, DEFAULT_CLOTHING, check_clothing, undress
+from bodyshape.clothing import CLOTHING, DEFAULT_CLOTHING, check_clothing
+from bodyshape.correction import MeasurementCorrection, load_correction, reported_bodies
 from bodyshape.errors import BodyShapeError
-from bodyshape.measurements import MEASUREMENT_NAMES, MEASUREMENTS, Measurement
+from bodyshape.measurements import MEASUREMENT_NAMES, MEASUREMENTS, Measurement, get_measurer
 from bodyshape.photo import PhotoSilhouette, Segmenter, check_view_pair, get_segmenter, photo_to_silhouette
-from bodyshape.reconstruct import check_height_cm, mesh_from_shape
+from bodyshape.reconstruct import check_height_cm
 from bodyshape.shared import Shared
 from bodyshape.uncertainty import COVERAGE, IntervalModel, load_intervals, tta_inputs, tta_measure
 
 _INTERVALS: Shared[IntervalModel] = Shared(load_intervals, "interval calibration")
 #: The shipped interval calibration (bodyshape/weights/intervals.json), read once per process.
 get_intervals = _INTERVALS.get
+_CORRECTION: Shared[MeasurementCorrection] = Shared(load_correction, "measurement correction")
+#: The shipped measurement correction (bodyshape/weights/correction.safetensors), read once per process.
+get_correction = _CORRECTION.get
 
 CM_PER_INCH = 2.54
 #: The page table's column with each measurement's "how to measure this yourself" line.
@@ -91,7 +95,6 @@ def reconstruct_silhouettes(
     """Checked silhouettes + height (m) -> :class:`Result` through ``backend``. ``clothing``:
     what the person wears (bodyshape/clothing.py); "fitted" refits the body under the allowance."""
     from bodyshape.body_model import get_body_model
-    from bodyshape.measurements import measure
 
     check_clothing(clothing)
     timings = dict(timings or {})
@@ -107,12 +110,13 @@ def reconstruct_silhouettes(
     shapes, verts = backend.reconstruct(*variants)
     t1 = time.perf_counter()
     tta = tta_measure(shapes, verts, h)
-    shape, vertices = tta.shape[0], tta.vertices[0]
-    if clothing != DEFAULT_CLOTHING:  # the body under the clothes: refitted, so mesh and numbers agree
-        shape = undress(shape, height_m, get_intervals().allowance(clothing))
-        vertices = mesh_from_shape(shape[None], h)[0]
-    measurements = measure(vertices)
-    point = np.array([measurements[n] for n in MEASUREMENT_NAMES])
+    # The reported body: the measurements corrected (bodyshape/correction.py) and, for fitted
+    # clothing, the allowance taken off; the shape refitted to them, so mesh and numbers agree.
+    raw = get_measurer().batch(tta.vertices)
+    new_shapes, meshes, reported = reported_bodies(tta.shape, h, raw, front.silhouette[None], side.silhouette[None],
+                                            get_correction(), get_intervals().allowance(clothing))
+    shape, vertices, point = new_shapes[0], meshes[0], reported[0]
+    measurements = {n: float(v) for n, v in zip(MEASUREMENT_NAMES, point, strict=True)}
     low, high = get_intervals().bounds(point, tta.spread[0], any(not c.passed for c in checks), clothing)
     intervals = {n: (float(lo), float(hi)) for n, lo, hi in zip(MEASUREMENT_NAMES, low, high, strict=True)}
     t2 = time.perf_counter()

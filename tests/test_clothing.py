@@ -22,16 +22,16 @@ def body():
     return get_body_model().sample_shapes(6, seed=4242), np.array([1.55, 1.62, 1.70, 1.75, 1.82, 1.90], np.float32)
 
 
-def test_undress_takes_the_allowance_off_the_measured_mesh(body):
-    from bodyshape.clothing import undressed
+def test_refit_takes_the_allowance_off_the_measured_mesh(body):
     from bodyshape.measurements import get_measurer
     from bodyshape.reconstruct import mesh_from_shape
+    from bodyshape.refit import refitted
     from bodyshape.uncertainty import load_intervals
 
     shapes, heights = body
     before = get_measurer().batch(mesh_from_shape(shapes, heights))
     allowance = load_intervals().allowance("fitted")  # the shipped one: 5-7 cm on the torso girths
-    new_shapes, meshes, after = undressed(shapes, heights, allowance)
+    new_shapes, meshes, after = refitted(shapes, heights, -allowance)
     change = before - after
     for g in GIRTHS:  # most of it on the typical body, never a body much smaller than asked for
         j = MEASUREMENT_NAMES.index(g)
@@ -42,7 +42,7 @@ def test_undress_takes_the_allowance_off_the_measured_mesh(body):
     np.testing.assert_allclose(after[:, MEASUREMENT_NAMES.index("height")], heights, atol=2e-3)
     assert not np.allclose(new_shapes, shapes)
     # Nothing to take off: the same body.
-    same, _, _ = undressed(shapes, heights, np.zeros(len(MEASUREMENT_NAMES)))
+    same, _, _ = refitted(shapes, heights, np.zeros(len(MEASUREMENT_NAMES)))
     np.testing.assert_allclose(same, shapes, atol=1e-6)
 
 

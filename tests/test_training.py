@@ -246,3 +246,33 @@ def test_train_cli_fine_tunes_a_fused_model_file(trained, tmp_path, capsys):
     first = load_model(start).state_dict()
     changed = [k for k in first if not torch.equal(first[k], tuned[k])]
     assert any(k.startswith("encoders.") and k.endswith("weight") for k in changed), changed  # encoders trained too
+
+
+def test_fit_correction_writes_a_correction_for_the_given_weights(trained, tmp_path, capsys):
+    """`bodyshape fit-correction` on the tiny run's data and fused model: a loadable ensemble
+    for exactly those weights, written next to them (never into the shipped folder); the
+    features are cached and a cache of other weights is refused."""
+    import shutil
+
+    from bodyshape.correction import CORRECTION_FILE, MeasurementCorrection
+    from bodyshape.uncertainty import file_sha256
+
+    cfg, _, root, _ = trained
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(Path(cfg.out) / "weights" / "fused.safetensors", weights / "fused.safetensors")
+    shipped_before = digests(paths.WEIGHTS_DIR)
+    args = ["fit-correction", "--data", str(root / "data"), "--n", "200", "--weights", str(weights),
+            "--cache", str(tmp_path / "cache"), "--members", "2", "--epochs", "3"]  # fmt: skip
+    assert cli_main(args) == 0
+    model = MeasurementCorrection.load(weights / CORRECTION_FILE)
+    assert len(model.nets) == 2 and model.info["weights_sha256"] == file_sha256(weights / "fused.safetensors")
+    assert "200 rows" not in model.info["trained_on"] and "rows 0-199" in model.info["trained_on"]
+    assert digests(paths.WEIGHTS_DIR) == shipped_before
+    chunk = tmp_path / "cache" / "features_000000.npz"
+    stamp = chunk.stat().st_mtime_ns
+    assert cli_main(args) == 0 and chunk.stat().st_mtime_ns == stamp  # resumed from the cache
+    assert "held-out rows" in capsys.readouterr().out
+    shutil.copy(Path(cfg.out) / "weights" / "fused_scratch.safetensors", weights / "fused.safetensors")
+    assert cli_main(args) == 2
+    assert "holds features of other data or weights" in capsys.readouterr().err

@@ -42,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bodyshape.clothing import fit_allowance
+    from bodyshape.correction import correction_inputs, load_correction
     from bodyshape.measurements import MEASUREMENT_NAMES
     from bodyshape.uncertainty import INTERVALS_FILE, file_sha256, fit_clothing, fit_intervals
     from training.config import FUSED_STAGED, WEIGHT_NAMES
@@ -55,11 +56,12 @@ def run(args: argparse.Namespace) -> int:
     from training.splits import load_split
 
     weights = args.weights / f"{WEIGHT_NAMES[FUSED_STAGED]}.safetensors"
+    correction = load_correction(args.weights)  # the intervals are those of the corrected measurements
     rows: dict[str, tuple[np.ndarray, object, np.ndarray]] = {}
     for name, (n, seed) in CALIBRATION_SPLITS.items():
         split = load_split(name, args.data, n=n, seed=seed)
         warned = capture_warned(split.front, split.side)
-        rows[name] = (split.truth, predict_measurements(weights, split), warned)
+        rows[name] = (split.truth, predict_measurements(weights, split, correction=correction), warned)
         print(f"{name}: {len(split.height)} rows (seed {seed}), {warned.mean():.0%} fail a capture check")
     truth = np.concatenate([t for t, _, _ in rows.values()])
     point = np.concatenate([p.point for _, p, _ in rows.values()])
@@ -71,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
     model = fit_intervals(truth, point, spread, calibrated_on=f"bodyshape calibrate-intervals: {what}",
                           weights_sha256=file_sha256(weights), warned=warned)
     dressed = load_split(dressed_name, args.data, n=n, seed=seed)
-    raw = predict_measurements(weights, dressed)
-    allowance, reported = fit_allowance(raw.shape, dressed.height, raw.point, dressed.truth)
+    raw = predict_measurements(weights, dressed)  # the network's bodies, before correction and allowance
+    change = correction.change(correction_inputs(raw.point, raw.shape, dressed.height, dressed.front, dressed.side))
+    allowance, reported = fit_allowance(raw.shape, dressed.height, raw.point, dressed.truth, corrected=change)
     model = fit_clothing(model, dressed.truth, reported, raw.spread, allowance)
     print("clothing allowance (fitted), mm: " + ", ".join(
         f"{m} {1000 * a:+.1f}" for m, a in zip(MEASUREMENT_NAMES, allowance, strict=True)))

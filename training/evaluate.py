@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bodyshape.checkpoint import load_model, read_metadata
+from bodyshape.correction import MeasurementCorrection
 from bodyshape.errors import BodyShapeError
 from bodyshape.measurements import MEASUREMENT_NAMES, get_measurer
 from bodyshape.reconstruct import mesh_from_shape
@@ -154,21 +155,23 @@ def capture_warned(front: np.ndarray, side: np.ndarray) -> np.ndarray:
     return np.array([any(not c.passed for c in check_silhouettes(f, s)) for f, s in zip(front, side, strict=True)])
 
 
-def predict_measurements(weights: Path, split, intervals: IntervalModel | None = None,
-                         clothing: str = "tight") -> SplitPrediction:  # fmt: skip
+def predict_measurements(weights: Path, split, intervals: IntervalModel | None = None, clothing: str = "tight",
+                         correction: MeasurementCorrection | None = None) -> SplitPrediction:  # fmt: skip
     """The model in ``weights`` on a split's silhouettes, as the page computes it: TTA, mean
-    body, its measurements (for ``clothing`` "fitted", those of the body refitted under the
-    clothing allowance, bodyshape/clothing.py), and their ``intervals`` (None: no interval,
-    low = high = point; calibration needs only points and spreads), wider where the capture
-    fails a capture check. One code path for evaluation and calibration."""
-    return predict_by_clothing(weights, split, intervals, (clothing,))[clothing]
+    body, its measurements moved by the ``correction`` (bodyshape/correction.py; None: the
+    network's body as it is) and, for ``clothing`` "fitted", less the clothing allowance (both
+    through the refitted body, bodyshape/refit.py), and their ``intervals`` (None: no
+    interval, low = high = point; calibration needs only points and spreads), wider where the
+    capture fails a capture check. One code path for evaluation and calibration."""
+    return predict_by_clothing(weights, split, intervals, (clothing,), correction)[clothing]
 
 
-def predict_by_clothing(weights: Path, split, intervals: IntervalModel | None,
-                        clothings: tuple[str, ...]) -> dict[str, SplitPrediction]:  # fmt: skip
+def predict_by_clothing(weights: Path, split, intervals: IntervalModel | None, clothings: tuple[str, ...],
+                        correction: MeasurementCorrection | None = None) -> dict[str, SplitPrediction]:  # fmt: skip
     """:func:`predict_measurements` for several declared clothings of the same split: the
     network, its four looks and the capture checks run once."""
-    from bodyshape.clothing import DEFAULT_CLOTHING, undressed
+    from bodyshape.clothing import DEFAULT_CLOTHING
+    from bodyshape.correction import reported_bodies
     from bodyshape.reconstruct import LocalPredictor
     from bodyshape.uncertainty import tta_inputs, tta_measure
 
@@ -185,11 +188,13 @@ def predict_by_clothing(weights: Path, split, intervals: IntervalModel | None,
     warned = None if intervals is None else capture_warned(split.front, split.side)
     out = {}
     for clothing in clothings:
+        if clothing != DEFAULT_CLOTHING and intervals is None:
+            raise ValueError("clothing other than tight needs the interval calibration (its allowance)")
         point = raw
-        if clothing != DEFAULT_CLOTHING:
-            if intervals is None:
-                raise ValueError("clothing other than tight needs the interval calibration (its allowance)")
-            _, _, point = undressed(shape, split.height, intervals.allowance(clothing), progress=f"{split.name}: {clothing} clothing")
+        allowance = np.zeros(raw.shape[1]) if intervals is None else intervals.allowance(clothing)
+        if correction is not None or np.any(allowance):
+            _, _, point = reported_bodies(shape, split.height, raw, split.front, split.side, correction, allowance,
+                                          progress=f"{split.name}: {clothing} clothing, refit")
         low, high = (point, point) if intervals is None else intervals.bounds(point, spread, warned, clothing)
         out[clothing] = SplitPrediction(point, low, high, spread, shape)
     return out
@@ -224,21 +229,25 @@ def split_errors(pred: np.ndarray, truth: np.ndarray, person: np.ndarray) -> dic
     return out
 
 
-def evaluate_splits(weights: Path, names: list[str], folder: Path, test_set: Path | None = None) -> dict:
+def evaluate_splits(weights: Path, names: list[str], folder: Path, test_set: Path | None = None,
+                    correct: bool = True) -> dict:  # fmt: skip
     """The model in ``weights`` on each named split (generated into ``folder`` when missing;
-    ``in_distribution`` is ``test_set`` when that is the same held-out set)."""
+    ``in_distribution`` is ``test_set`` when that is the same held-out set), with the
+    measurement correction shipped next to it (``correct``; False: the network's bodies)."""
     from bodyshape.clothing import DEFAULT_CLOTHING
+    from bodyshape.correction import load_correction
     from training.splits import SPLIT_CLOTHING, load_split
 
     intervals = load_intervals()  # the shipped calibration, read once
-    results = {"weights": weights.name, "splits": {}}
+    correction = load_correction(weights.parent) if correct else None
+    results = {"weights": weights.name, "corrected": correct, "splits": {}}
     for name in names:
         split = load_split(name, folder, test_set=test_set)
         clothing = SPLIT_CLOTHING.get(name, DEFAULT_CLOTHING)
         # A dressed split is judged as its people would use the page (clothing declared), and
         # also as if they had not said (the row "<split>, clothing not declared").
         runs = {name: clothing} | ({f"{name}, clothing not declared": DEFAULT_CLOTHING} if clothing != DEFAULT_CLOTHING else {})
-        preds = predict_by_clothing(weights, split, intervals, tuple(runs.values()))
+        preds = predict_by_clothing(weights, split, intervals, tuple(runs.values()), correction)
         for row, worn in runs.items():
             pred = preds[worn]
             errs = split_errors(pred.point, split.truth, split.person)
@@ -254,7 +263,9 @@ def splits_markdown(results: dict) -> str:
     """Tables of :func:`evaluate_splits`: chest/waist/hip with targets, then every measurement."""
     splits = results["splits"]
     lines = [
-        f"Model `{results['weights']}` with test-time augmentation (bodyshape/uncertainty.py), true height "
+        f"Model `{results['weights']}` with test-time augmentation (bodyshape/uncertainty.py)"
+        + (", measurements corrected (bodyshape/correction.py)" if results.get("corrected") else ", no measurement correction")
+        + ", true height "
         "given. Per split and girth: MAE / bias (mean signed "
         "error, + = too large) / P90 of the absolute error, **mm**. Target (issue #12): MAE as listed, "
         f"|bias| <= {BIAS_TARGET_MM:.0f} mm on every split, repeatability SD <= {REPEAT_SD_TARGET_MM:.0f} mm.",
@@ -309,6 +320,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(in_distribution, stance, arms, off_model, photo_bare, photo, repeatability; generated into "
                         "--split-data when missing: about 15 min on 2 cores the first time)")
     p.add_argument("--split-data", type=Path, default=Path("data/eval"), help="where the splits are cached")
+    p.add_argument("--no-correction", action="store_true",
+                   help="judge the network's bodies without the measurement correction (bodyshape/correction.py; "
+                        "for the ablation table; its intervals are calibrated for the corrected ones)")
 
 
 def strong_test_set(arg: str) -> Path | None:
@@ -347,7 +361,8 @@ def run(args: argparse.Namespace) -> int:
     md = stamp + markdown(res)
     if names:
         res["off_distribution"] = evaluate_splits(
-            args.weights / f"{WEIGHT_NAMES[FUSED_STAGED]}.safetensors", names, args.split_data, args.test
+            args.weights / f"{WEIGHT_NAMES[FUSED_STAGED]}.safetensors", names, args.split_data, args.test,
+            correct=not args.no_correction,
         )
         md += "\n### Off the training distribution\n\n" + splits_markdown(res["off_distribution"])
     print(md)

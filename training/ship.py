@@ -84,7 +84,8 @@ def ship(run: str, stages: list[str] | None = None, to: Path | None = None,
     else:
         print(f"--no-export: run `bodyshape export --weights {served}` before serving")
     if served in written:  # the intervals were fitted for the old fused weights
-        print("new fused weights: run `bodyshape calibrate-intervals` (the 80% intervals are fitted per model)")
+        print("new fused weights: run `bodyshape fit-correction`, then `bodyshape calibrate-intervals` "
+              "(the measurement correction and the 80% intervals are fitted per model)")
     return written
 
 

@@ -1,0 +1,148 @@
+"""``bodyshape fit-correction``: fit the measurement correction (bodyshape/correction.py).
+
+    bodyshape generate --pose wide --n 15000 --seed 41 --out data/train_wide   # once, ~40 min on 2 cores
+    bodyshape fit-correction --data data/train_wide                              # ~25 min + 3 min
+
+The shipped shape network reads each pair of the dataset (four looks, as the page does); its
+mean body's measurements, shape numbers, the height and the outlines' profiles are the inputs,
+the error of each measurement against the true body is the target. The features are cached in
+``--cache`` chunk by chunk (a rerun resumes). 10% of the rows are held out to stop the training
+(never a calibration or evaluation split: those are judged by ``bodyshape calibrate-intervals``
+and ``bodyshape evaluate`` afterwards, the calibration first, since the intervals belong to the
+corrected measurements). Writes ``correction.safetensors`` next to the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bodyshape.errors import BodyShapeError
+
+#: Rows per cached chunk of features.
+CHUNK = 500
+#: Share of the rows held out to pick each member's epoch.
+HOLDOUT = 0.1
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from bodyshape.paths import WEIGHTS_DIR
+
+    p.add_argument("--data", type=Path, default=Path("data/train_wide"),
+                   help="a dataset never used to train the shape network (default: the wide-pose set, seed 41)")
+    p.add_argument("--n", type=int, default=15000, help="rows of --data to use")
+    p.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="folder with fused.safetensors; the correction is written there")
+    p.add_argument("--cache", type=Path, default=Path("runs/correction"), help="where the features are cached")
+    p.add_argument("--members", type=int, default=3, help="networks in the ensemble (different seeds)")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def features(weights: Path, ds, rows: slice) -> dict[str, np.ndarray]:
+    """The correction's inputs, the network's measurements and the truth of ``rows`` of ``ds``."""
+    from bodyshape.correction import correction_inputs
+    from bodyshape.measurements import get_measurer
+    from bodyshape.reconstruct import LocalPredictor, mesh_from_shape
+    from bodyshape.uncertainty import tta_inputs, tta_measure
+
+    part = ds.select(rows)
+    front, side = part.unpack(part.front) * 255, part.unpack(part.side) * 255
+    res = tta_measure(LocalPredictor(str(weights)).predict_shape(*tta_inputs(front, side, part.height)), None, part.height)
+    point = get_measurer().batch(res.vertices)
+    truth = get_measurer().batch(mesh_from_shape(part.shape, part.height))
+    return {"inputs": correction_inputs(point, res.shape, part.height, front, side), "point": point, "truth": truth}
+
+
+def cached_features(weights: Path, data: Path, n: int, cache: Path) -> dict[str, np.ndarray]:
+    from tqdm import tqdm
+
+    from bodyshape.uncertainty import file_sha256
+    from training.dataset import load_dataset
+
+    ds = load_dataset(data, limit=n)
+    cache.mkdir(parents=True, exist_ok=True)
+    key = {"data": str(data), "seed": ds.manifest.get("config", {}).get("seed"), "weights_sha256": file_sha256(weights)}
+    kpath = cache / "cache.json"
+    if kpath.exists() and json.loads(kpath.read_text()) != key:
+        raise BodyShapeError(f"{cache} holds features of other data or weights ({kpath}); choose another --cache")
+    kpath.write_text(json.dumps(key))
+    parts = []
+    for start in tqdm(range(0, len(ds), CHUNK), desc="features", unit="chunk"):
+        path = cache / f"features_{start:06d}.npz"
+        if not path.exists():
+            np.savez(path.with_suffix(".tmp.npz"), **features(weights, ds, slice(start, start + CHUNK)))
+            path.with_suffix(".tmp.npz").replace(path)
+        with np.load(path) as z:
+            parts.append({k: z[k] for k in z.files})
+    return {k: np.concatenate([p[k] for p in parts])[: len(ds)] for k in parts[0]}
+
+
+def fit_member(x: np.ndarray, y_cm: np.ndarray, holdout: np.ndarray, hidden: int, epochs: int, seed: int):
+    """One network, trained on the rows not in ``holdout``; its best epoch on those rows is kept.
+    -> (net, best epoch, held-out MAE in cm)."""
+    import torch
+
+    from bodyshape.correction import build_net
+
+    torch.manual_seed(seed)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y_cm)
+    train, held = torch.from_numpy(np.flatnonzero(~holdout)), torch.from_numpy(np.flatnonzero(holdout))
+    net = build_net(x.shape[1], hidden, dropout=0.1)
+    opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-2)
+    best, best_epoch, state = float("inf"), -1, None
+    for epoch in range(epochs):
+        net.train()
+        order = train[torch.randperm(len(train))]
+        for i in range(0, len(order), 256):
+            b = order[i : i + 256]
+            loss = torch.nn.functional.smooth_l1_loss(net(xt[b]), yt[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            err = float((net(xt[held]) - yt[held]).abs().mean())
+        if err < best:
+            best, best_epoch, state = err, epoch, {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(state)
+    return net.eval(), best_epoch, best
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from bodyshape.correction import CORRECTION_FILE, MeasurementCorrection
+    from bodyshape.measurements import MEASUREMENT_NAMES
+    from bodyshape.uncertainty import file_sha256
+
+    weights = args.weights / "fused.safetensors"
+    f = cached_features(weights, args.data, args.n, args.cache)
+    inputs = f["inputs"].astype(np.float32)
+    mean, std = inputs.mean(0), inputs.std(0) + 1e-6
+    x = (inputs - mean) / std
+    y = ((f["truth"] - f["point"]) * 100).astype(np.float32)  # cm
+    holdout = np.random.default_rng(args.seed).random(len(x)) < HOLDOUT
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    nets, epochs = [], []
+    for k in range(args.members):
+        net, epoch, err = fit_member(x, y, holdout, args.hidden, args.epochs, args.seed + k)
+        nets.append(net)
+        epochs.append(epoch)
+        print(f"member {k + 1}/{args.members}: best epoch {epoch + 1}, held-out MAE {10 * err:.1f} mm (all measurements)")
+    info = {"trained_on": f"{args.data} (rows 0-{len(x) - 1}, {int(holdout.sum())} held out to stop)",
+            "weights_sha256": file_sha256(weights), "epochs": epochs, "hidden": args.hidden}  # fmt: skip
+    model = MeasurementCorrection(nets, mean, std, info)
+    corrected = f["point"] + model.change(inputs)
+    print("held-out rows, MAE (bias) mm, network -> corrected (before the refit):")
+    for g in ("chest", "waist", "hip", "thigh", "neck"):
+        j = MEASUREMENT_NAMES.index(g)
+        e0 = (f["point"] - f["truth"])[holdout, j] * 1000
+        e1 = (corrected - f["truth"])[holdout, j] * 1000
+        print(f"  {g:6s} {np.abs(e0).mean():5.1f} ({e0.mean():+.1f}) -> {np.abs(e1).mean():5.1f} ({e1.mean():+.1f})")
+    out = model.save(args.weights / CORRECTION_FILE)
+    print(f"wrote {out}; now run `bodyshape calibrate-intervals` (the intervals are those of the corrected measurements)")
+    return 0
