@@ -113,8 +113,6 @@ def fit_member(x: np.ndarray, y_cm: np.ndarray, holdout: np.ndarray, hidden: int
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from bodyshape.correction import CORRECTION_FILE, MeasurementCorrection
     from bodyshape.measurements import MEASUREMENT_NAMES
     from bodyshape.uncertainty import file_sha256
@@ -126,7 +124,6 @@ def run(args: argparse.Namespace) -> int:
     x = (inputs - mean) / std
     y = ((f["truth"] - f["point"]) * 100).astype(np.float32)  # cm
     holdout = np.random.default_rng(args.seed).random(len(x)) < HOLDOUT
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     nets, epochs = [], []
     for k in range(args.members):
         net, epoch, err = fit_member(x, y, holdout, args.hidden, args.epochs, args.seed + k)
