@@ -219,6 +219,7 @@ class TTAMeasurements:
     shape: np.ndarray  # (B, N_SHAPE): the mean of the variants' shapes
     vertices: np.ndarray  # (B, V, 3) metres: the mean shape's mesh at the stated height
     variant_measurements: np.ndarray  # (N_TTA, B, M) metres
+    measurements: np.ndarray  # (B, M) metres: the mean shape's mesh measured (before any refit)
 
     @property
     def spread(self) -> np.ndarray:
@@ -239,4 +240,5 @@ def tta_measure(variant_shapes: np.ndarray, variant_meshes: np.ndarray | None, h
     meshes = variant_meshes if variant_meshes is not None else mesh_from_shape(variant_shapes, np.tile(h, N_TTA))
     meas = split_variants(get_measurer().batch(np.asarray(meshes, np.float32)), b)
     mean = split_variants(np.asarray(variant_shapes, np.float32), b).mean(axis=0)
-    return TTAMeasurements(mean, mesh_from_shape(mean, h), meas)
+    mesh = mesh_from_shape(mean, h)
+    return TTAMeasurements(mean, mesh, meas, get_measurer().batch(mesh))

@@ -22,7 +22,7 @@ from bodyshape.capture import CaptureCheck, check_capture
 from bodyshape.clothing import CLOTHING, DEFAULT_CLOTHING, check_clothing
 from bodyshape.correction import MeasurementCorrection, load_correction, reported_bodies
 from bodyshape.errors import BodyShapeError
-from bodyshape.measurements import MEASUREMENT_NAMES, MEASUREMENTS, Measurement, get_measurer
+from bodyshape.measurements import MEASUREMENT_NAMES, MEASUREMENTS, Measurement
 from bodyshape.photo import PhotoSilhouette, Segmenter, check_view_pair, get_segmenter, photo_to_silhouette
 from bodyshape.reconstruct import check_height_cm
 from bodyshape.shared import Shared
@@ -112,9 +112,8 @@ def reconstruct_silhouettes(
     tta = tta_measure(shapes, verts, h)
     # The reported body: the measurements corrected (bodyshape/correction.py) and, for fitted
     # clothing, the allowance taken off; the shape refitted to them, so mesh and numbers agree.
-    raw = get_measurer().batch(tta.vertices)
-    new_shapes, meshes, reported = reported_bodies(tta.shape, h, raw, front.silhouette[None], side.silhouette[None],
-                                            get_correction(), get_intervals().allowance(clothing))
+    new_shapes, meshes, reported = reported_bodies(tta.shape, h, tta.measurements, front.silhouette[None],
+                                                   side.silhouette[None], get_correction(), get_intervals().allowance(clothing))
     shape, vertices, point = new_shapes[0], meshes[0], reported[0]
     measurements = {n: float(v) for n, v in zip(MEASUREMENT_NAMES, point, strict=True)}
     low, high = get_intervals().bounds(point, tta.spread[0], any(not c.passed for c in checks), clothing)

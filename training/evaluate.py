@@ -181,7 +181,7 @@ def predict_by_clothing(weights: Path, split, intervals: IntervalModel | None, c
         sl = slice(i, i + 200)
         h = split.height[sl]
         res = tta_measure(predictor.predict_shape(*tta_inputs(split.front[sl], split.side[sl], h)), None, h)
-        points.append(get_measurer().batch(res.vertices))
+        points.append(res.measurements)
         spreads.append(res.spread)
         shapes.append(res.shape)
     raw, spread, shape = np.concatenate(points), np.concatenate(spreads), np.concatenate(shapes)

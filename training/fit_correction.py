@@ -42,24 +42,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def features(weights: Path, ds, rows: slice) -> dict[str, np.ndarray]:
-    """The correction's inputs, the network's measurements and the truth of ``rows`` of ``ds``."""
+def features(predictor, ds, rows: slice) -> dict[str, np.ndarray]:
+    """The correction's inputs, the network's measurements and the truth of ``rows`` of ``ds``
+    (``predictor``: a :class:`bodyshape.reconstruct.LocalPredictor` of the fused weights)."""
     from bodyshape.correction import correction_inputs
     from bodyshape.measurements import get_measurer
-    from bodyshape.reconstruct import LocalPredictor, mesh_from_shape
+    from bodyshape.reconstruct import mesh_from_shape
     from bodyshape.uncertainty import tta_inputs, tta_measure
 
     part = ds.select(rows)
     front, side = part.unpack(part.front) * 255, part.unpack(part.side) * 255
-    res = tta_measure(LocalPredictor(str(weights)).predict_shape(*tta_inputs(front, side, part.height)), None, part.height)
-    point = get_measurer().batch(res.vertices)
+    res = tta_measure(predictor.predict_shape(*tta_inputs(front, side, part.height)), None, part.height)
     truth = get_measurer().batch(mesh_from_shape(part.shape, part.height))
-    return {"inputs": correction_inputs(point, res.shape, part.height, front, side), "point": point, "truth": truth}
+    return {"inputs": correction_inputs(res.measurements, res.shape, part.height, front, side),
+            "point": res.measurements, "truth": truth}  # fmt: skip
 
 
 def cached_features(weights: Path, data: Path, n: int, cache: Path) -> dict[str, np.ndarray]:
     from tqdm import tqdm
 
+    from bodyshape.reconstruct import LocalPredictor
     from bodyshape.uncertainty import file_sha256
     from training.dataset import load_dataset
 
@@ -70,11 +72,12 @@ def cached_features(weights: Path, data: Path, n: int, cache: Path) -> dict[str,
     if kpath.exists() and json.loads(kpath.read_text()) != key:
         raise BodyShapeError(f"{cache} holds features of other data or weights ({kpath}); choose another --cache")
     kpath.write_text(json.dumps(key))
+    predictor = LocalPredictor(str(weights))
     parts = []
     for start in tqdm(range(0, len(ds), CHUNK), desc="features", unit="chunk"):
         path = cache / f"features_{start:06d}.npz"
         if not path.exists():
-            np.savez(path.with_suffix(".tmp.npz"), **features(weights, ds, slice(start, start + CHUNK)))
+            np.savez(path.with_suffix(".tmp.npz"), **features(predictor, ds, slice(start, start + CHUNK)))
             path.with_suffix(".tmp.npz").replace(path)
         with np.load(path) as z:
             parts.append({k: z[k] for k in z.files})
