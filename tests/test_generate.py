@@ -74,6 +74,27 @@ def test_changed_config_is_refused_on_resume(small):
         generate(DataConfig(n=10, seed=99, shard_size=4), out, workers=1, progress=False)
 
 
+def test_a_larger_n_extends_a_dataset_of_whole_shards(small, tmp_path):
+    """Growing --n adds shards after the existing ones, which stay as they are; the result is the
+    dataset a fresh run of the larger --n would make. A partial last shard or a smaller --n is refused."""
+    whole = tmp_path / "whole"
+    generate(DataConfig(n=8, seed=3, shard_size=4), whole, workers=1, progress=False)
+    kept = [digest(whole / shard_name(i)) for i in range(2)]
+    manifest = generate(DataConfig(n=12, seed=3, shard_size=4), whole, workers=1, progress=False)
+    assert manifest["n"] == 12 and manifest["last_run"]["samples"] == 4
+    assert [digest(whole / shard_name(i)) for i in range(2)] == kept
+    fresh = tmp_path / "fresh"
+    generate(DataConfig(n=12, seed=3, shard_size=4), fresh, workers=1, progress=False)
+    for i in range(3):
+        assert digest(whole / shard_name(i)) == digest(fresh / shard_name(i))
+    np.testing.assert_array_equal(load_dataset(whole).batch(np.arange(12))["shape"], load_dataset(fresh).batch(np.arange(12))["shape"])
+    _, partial = small  # n=10: its last shard holds 2 of 4
+    with pytest.raises(BodyShapeError, match=r"n \(was 10, now 12\)"):
+        generate(DataConfig(n=12, seed=3, shard_size=4), partial, workers=1, progress=False)
+    with pytest.raises(BodyShapeError, match=r"n \(was 12, now 8\)"):
+        generate(DataConfig(n=8, seed=3, shard_size=4), whole, workers=1, progress=False)
+
+
 def test_default_output_folder_is_the_one_the_help_names(tmp_path, monkeypatch, capsys):
     from bodyshape import paths
 

@@ -245,6 +245,19 @@ def _run_shards(jobs: list[tuple[DataConfig, int, str]], workers: int, bar) -> N
             bar.update()
 
 
+def _extendable(stored: dict, requested: dict) -> dict:
+    """``stored`` with its ``n`` replaced by the requested one when that only adds whole shards.
+
+    Shard ``i`` does not depend on ``n`` (only the last shard's length does), so a dataset whose
+    ``n`` is a multiple of the shard size can grow: its shards stay, new ones follow. Anything
+    else (a smaller ``n``, a partial last shard, another setting) is left for the caller to refuse.
+    """
+    n0, n1, size = stored.get("n"), requested.get("n"), stored.get("shard_size")
+    if isinstance(n0, int) and isinstance(n1, int) and size == requested.get("shard_size") and n1 > n0 and n0 % size == 0:
+        return {**stored, "n": n1}
+    return stored
+
+
 def generate(cfg: DataConfig, out_dir: str | Path, workers: int | None = None, progress: bool = True) -> dict:
     """Generate (or finish generating) a dataset. Returns the manifest."""
     from tqdm import tqdm
@@ -258,8 +271,9 @@ def generate(cfg: DataConfig, out_dir: str | Path, workers: int | None = None, p
     manifest_path = out / "manifest.json"
     cfg_json = data_config_to_json(cfg)
     if manifest_path.exists():
-        refuse_changed_config(json.loads(manifest_path.read_text()).get("config") or {}, cfg_json,
-                              f"the dataset in {out} was made", "Use another --out, or the same arguments to resume.")
+        stored = json.loads(manifest_path.read_text()).get("config") or {}
+        refuse_changed_config(_extendable(stored, cfg_json), cfg_json, f"the dataset in {out} was made",
+                              "Use another --out, or the same arguments to resume (a larger --n extends it).")
     n_shards = -(-cfg.n // cfg.shard_size)
     todo = [i for i in range(n_shards) if not _shard_ok(out / shard_name(i))]
     for stale in out.glob("*.tmp"):
