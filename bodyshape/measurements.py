@@ -136,7 +136,7 @@ def section_points(
     return np.concatenate(pts) if pts else np.zeros((0, 3))
 
 
-def _hull(points_2d: np.ndarray) -> np.ndarray:
+def convex_hull(points_2d: np.ndarray) -> np.ndarray:
     """Convex hull vertices (H, 2), float64, in order around the hull."""
     return cv2.convexHull(np.asarray(points_2d, np.float32).reshape(-1, 1, 2)).reshape(-1, 2).astype(np.float64)
 
@@ -145,7 +145,7 @@ def convex_perimeter(points_2d: np.ndarray) -> float:
     """Perimeter of the convex hull of 2-D points (0 for fewer than 3)."""
     if len(points_2d) < 3:
         return 0.0
-    hull = _hull(points_2d)
+    hull = convex_hull(points_2d)
     return float(np.linalg.norm(hull - np.roll(hull, 1, axis=0), axis=1).sum())
 
 
@@ -189,7 +189,7 @@ def _chain_length(p: np.ndarray) -> float:
     """Hull chain from p[0] to p[1] through the side with positive 2nd coordinate."""
     if len(p) < 3:
         return float(np.linalg.norm(p[1] - p[0]))
-    hull = _hull(p)
+    hull = convex_hull(p)
     closed = np.linalg.norm(hull - np.roll(hull, 1, axis=0), axis=1).sum()
     # The chord from p[0] to p[1] is a hull edge (all other points lie on one side of it):
     # the chain is the rest of the perimeter.
@@ -349,6 +349,12 @@ class Measurer:
         out["shoulder"] = float(np.linalg.norm(acromion["L"] - acromion["R"]))
         out.update(self._trunk_lengths(v, lv, u, floor))
         return {k: float(out[k]) for k in MEASUREMENT_NAMES}
+
+    def levels(self, vertices: np.ndarray) -> dict[str, float]:
+        """Heights (z, metres) of the landmarks the trunk girths are taken at (crotch, natural
+        waist, bust point, underbust, buttocks) of one rest-pose mesh (V, 3), and its mid-line x."""
+        v = np.asarray(vertices, np.float64)
+        return self._levels(v, self.joints(v), (v[:, 2].max() - v[:, 2].min()) / 1.7)
 
     def _levels(self, v: np.ndarray, j: dict[str, np.ndarray], u: float) -> dict[str, float]:
         """Heights (z) of the crotch, natural waist, bust point, underbust and buttocks."""

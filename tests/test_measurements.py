@@ -149,6 +149,11 @@ def test_landmarks_sit_where_anatomy_puts_them(body):
         m = measure(v)
         up = np.array([0.0, 0.0, 1.0])
         assert m["neck"] > girth(v, mm.faces_neck, c7 + 0.02 * u * up, up)
+        # the trunk girths' levels, bottom to top
+        lv = mm.levels(v)
+        assert lv["crotch"] < lv["hip"] < lv["waist"] < lv["bust"] < c7[2] and lv["underbust"] < lv["bust"]
+        assert abs(lv["mid_x"]) < 0.01
+        assert m["inseam"] == pytest.approx(lv["crotch"] - v[:, 2].min())
 
 
 def test_measurer_is_built_in_its_constructor_and_shared():

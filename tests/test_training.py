@@ -256,6 +256,7 @@ def test_fit_correction_writes_a_correction_for_the_given_weights(trained, tmp_p
 
     from bodyshape.correction import CORRECTION_FILE, MeasurementCorrection
     from bodyshape.uncertainty import file_sha256
+    from training.fit_correction import cached_features
 
     cfg, _, root, _ = trained
     weights = tmp_path / "weights"
@@ -273,6 +274,14 @@ def test_fit_correction_writes_a_correction_for_the_given_weights(trained, tmp_p
     stamp = chunk.stat().st_mtime_ns
     assert cli_main(args) == 0 and chunk.stat().st_mtime_ns == stamp  # resumed from the cache
     assert "held-out rows" in capsys.readouterr().out
+    # two processes over four chunks give the features one process gave over one
+    parallel = [*args[:-6], "--cache", str(tmp_path / "cache2"), "--chunk", "50", "--workers", "2", *args[-4:]]
+    assert cli_main(parallel) == 0
+    assert len(list((tmp_path / "cache2").glob("features_*.npz"))) == 4 and not list((tmp_path / "cache2").glob("*.tmp*"))
+    one, two = (cached_features(weights / "fused.safetensors", root / "data", 200, tmp_path / c, chunk=k)
+                for c, k in (("cache", 500), ("cache2", 50)))  # fmt: skip
+    for k in one:
+        np.testing.assert_allclose(one[k], two[k], rtol=1e-4, atol=1e-5)
     shutil.copy(Path(cfg.out) / "weights" / "fused_scratch.safetensors", weights / "fused.safetensors")
     assert cli_main(args) == 2
     assert "holds features of other data or weights" in capsys.readouterr().err

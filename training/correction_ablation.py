@@ -2,7 +2,7 @@
 splits): the table "Chosen on the calibration splits" in docs/evaluation.md.
 
     bodyshape fit-correction                      # fills runs/correction with the training rows' features
-    python -m training.correction_ablation        # ~15 min on 2 cores (the calibration splits' features, then 9 fits)
+    python -m training.correction_ablation        # ~40 min on 2 cores (the calibration splits' features, then the fits)
 
 Chest / waist / hip MAE (bias), mm, of the corrected measurements before the refit.
 """
@@ -40,13 +40,52 @@ def calibration_features(weights: Path, data: Path, cache: Path) -> dict[str, di
     return out
 
 
-def fit(train: dict, rows: int, columns: int, members: int, hidden: int, ridge: float | None = None):
-    """-> a function (inputs) -> corrected-minus-point, metres."""
+def outline_statistics(silhouettes: np.ndarray) -> np.ndarray:
+    """A richer outline than :func:`bodyshape.correction.silhouette_profile` (tried, not kept):
+    per height band, in body heights, the extent (rightmost minus leftmost body pixel), the
+    longest run of body pixels (the torso where the arms stand apart), the number of runs, and
+    the left and right edges relative to the body's centre column. (B, H, W) -> (B, 5 * bands)."""
+    from bodyshape.correction import PROFILE_LEVELS
+
+    masks = np.asarray(silhouettes) > 0
+    out = np.zeros((len(masks), 5 * PROFILE_LEVELS), np.float32)
+    for i, m in enumerate(masks):
+        rows = np.flatnonzero(m.any(1))
+        s = m[rows[0] : rows[-1] + 1].astype(np.int8)
+        h, any_row = len(s), s.any(1)
+        left = np.where(any_row, s.argmax(1), 0)
+        right = np.where(any_row, s.shape[1] - s[:, ::-1].argmax(1), 0)
+        d = np.diff(np.pad(s, ((0, 0), (1, 1))), axis=1)
+        longest = np.array([(np.flatnonzero(r == -1) - np.flatnonzero(r == 1)).max(initial=0) for r in d])
+        cx = (np.arange(s.shape[1]) * s).sum() / s.sum()
+        per_row = [(right - left) / h, longest / h, (d == 1).sum(1).astype(float), (left - cx) / h, (right - cx) / h]
+        edges = np.linspace(0, h, PROFILE_LEVELS + 1).astype(int)
+        out[i] = np.concatenate([[f[a : max(b, a + 1)].mean() for a, b in zip(edges[:-1], edges[1:], strict=True)]
+                                 for f in per_row])  # fmt: skip
+    return out
+
+
+def with_outline_statistics(sets: dict[str, dict[str, np.ndarray]], silhouettes, cache: Path) -> None:
+    """Add ``rich`` (the inputs followed by :func:`outline_statistics` of front and side) to each
+    set; ``silhouettes(name)`` -> (front, side). Cached in ``cache``."""
+    for name, z in sets.items():
+        path = cache / f"outline_statistics_{name}.npy"
+        if not path.exists():
+            front, side = silhouettes(name)
+            np.save(path, np.hstack([outline_statistics(front), outline_statistics(side)]))
+        extra = np.load(path)
+        z["rich"] = np.hstack([z["inputs"][: len(extra)], extra]).astype(np.float32)
+
+
+def fit(train: dict, rows: int, members: int, hidden: int, columns: int | None = None, ridge: float | None = None,
+        key: str = "inputs"):  # fmt: skip
+    """-> a function (set) -> corrected-minus-point, metres; ``key``: which inputs of the set."""
     import torch
 
     from training.fit_correction import HOLDOUT, fit_member
 
-    x0 = train["inputs"][:rows, :columns].astype(np.float32)
+    columns = columns or train[key].shape[1]
+    x0 = train[key][:rows, :columns].astype(np.float32)
     y = ((train["truth"] - train["point"])[:rows] * 100).astype(np.float32)
     mean, std = x0.mean(0), x0.std(0) + 1e-6
     x = (x0 - mean) / std
@@ -55,54 +94,75 @@ def fit(train: dict, rows: int, columns: int, members: int, hidden: int, ridge: 
         reg = ridge * np.eye(a.shape[1])
         reg[-1, -1] = 0.0
         w = np.linalg.solve(a.T @ a + reg, a.T @ y)
-        return lambda inp: np.hstack([(inp[:, :columns] - mean) / std, np.ones((len(inp), 1))]) @ w / 100
+        return lambda z: np.hstack([(z[key][:, :columns] - mean) / std, np.ones((len(z[key]), 1))]) @ w / 100
     holdout = np.random.default_rng(0).random(len(x)) < HOLDOUT
     nets = [fit_member(x, y, holdout, hidden, 60, k)[0] for k in range(members)]
 
-    def apply(inp: np.ndarray) -> np.ndarray:
+    def apply(z: dict) -> np.ndarray:
         with torch.no_grad():
-            t = torch.from_numpy(((inp[:, :columns] - mean) / std).astype(np.float32))
+            t = torch.from_numpy(((z[key][:, :columns] - mean) / std).astype(np.float32))
             return torch.stack([n(t) for n in nets]).mean(0).numpy() / 100
 
     return apply
 
 
 VARIANTS = {
-    "linear (ridge, α = 100) on the same inputs, 5,000 rows": dict(rows=5000, columns=None, members=1, hidden=0, ridge=100.0),
+    "linear (ridge, α = 100) on the same inputs, 5,000 rows": dict(rows=5000, members=1, hidden=0, ridge=100.0),
     "MLP without the outline profile, 5,000 rows": dict(rows=5000, columns=NO_PROFILE, members=1, hidden=128),
-    "MLP, 5,000 rows": dict(rows=5000, columns=None, members=1, hidden=128),
-    "MLP, 15,000 rows, one network": dict(rows=15000, columns=None, members=1, hidden=128),
-    "MLP, 15,000 rows, 3 networks (shipped)": dict(rows=15000, columns=None, members=3, hidden=128),
-    "MLP, 15,000 rows, 3 networks of 256": dict(rows=15000, columns=None, members=3, hidden=256),
+    "MLP, 5,000 rows": dict(rows=5000, members=1, hidden=128),
+    "MLP, 15,000 rows, one network": dict(rows=15000, members=1, hidden=128),
+    "MLP, 15,000 rows, one network, richer outline (`outline_statistics`)": dict(rows=15000, members=1, hidden=128, key="rich"),
+    "MLP, 15,000 rows, 3 networks": dict(rows=15000, members=3, hidden=128),
+    "MLP, 15,000 rows, 3 networks of 256": dict(rows=15000, members=3, hidden=256),
+    "MLP, 30,000 rows, 3 networks": dict(rows=30000, members=3, hidden=128),
+    "MLP, 45,000 rows, 3 networks": dict(rows=45000, members=3, hidden=128),
 }
+#: Training rows whose features the table needs (``bodyshape fit-correction --n`` caches them).
+TRAIN_ROWS = max(v["rows"] for v in VARIANTS.values())
+#: Training rows given the richer outline.
+RICH_ROWS = 15000
 
 
 def main() -> None:
     from bodyshape.paths import WEIGHTS_DIR
+    from training.calibrate_intervals import CALIBRATION_SPLITS
+    from training.dataset import load_dataset
     from training.fit_correction import cached_features
+    from training.splits import load_split
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train", type=Path, default=Path("data/train_wide"))
     p.add_argument("--cache", type=Path, default=Path("runs/correction"))
     p.add_argument("--calib", type=Path, default=Path("data/calib"))
+    p.add_argument("--only", nargs="*", default=None, help="rows whose label contains one of these (default: all)")
     a = p.parse_args()
     weights = WEIGHTS_DIR / "fused.safetensors"
-    train = cached_features(weights, a.train, 15000, a.cache)
+    train = cached_features(weights, a.train, TRAIN_ROWS, a.cache)
     calib = calibration_features(weights, a.calib, a.cache)
+
+    def silhouettes(name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name == "train":
+            part = load_dataset(a.train, limit=RICH_ROWS)
+            return part.unpack(part.front), part.unpack(part.side)
+        split = load_split(name, a.calib, *CALIBRATION_SPLITS[name])
+        return split.front, split.side
+
+    with_outline_statistics({"train": train, **calib}, silhouettes, a.cache)
 
     def cells(change) -> str:
         out = []
         for z in calib.values():
-            e = (z["point"] + change(z["inputs"]) - z["truth"])[:, GIRTHS] * 1000
+            e = (z["point"] + change(z) - z["truth"])[:, GIRTHS] * 1000
             out.append(" / ".join(f"{np.abs(e[:, j]).mean():.1f}" for j in range(3)))
         return " | ".join(out)
 
     print("| correction | " + " | ".join(calib) + " |")
     print("|---|" + "---|" * len(calib))
-    print("| none (the network, four looks) | " + cells(lambda inp: 0.0) + " |", flush=True)
+    print("| none (the network, four looks) | " + cells(lambda z: 0.0) + " |", flush=True)
     for label, v in VARIANTS.items():
-        columns = v["columns"] or train["inputs"].shape[1]
-        print(f"| {label} | " + cells(fit(train, v["rows"], columns, v["members"], v["hidden"], v.get("ridge"))) + " |", flush=True)
+        if a.only and not any(o in label for o in a.only):
+            continue
+        print(f"| {label} | " + cells(fit(train, **v)) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=15000, help="rows of --data to use")
     p.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="folder with fused.safetensors; the correction is written there")
     p.add_argument("--cache", type=Path, default=Path("runs/correction"), help="where the features are cached")
+    p.add_argument("--workers", type=int, default=None, help="processes computing the features (default: all cores)")
+    p.add_argument("--chunk", type=int, default=CHUNK, help="rows per cached chunk of features")
     p.add_argument("--members", type=int, default=3, help="networks in the ensemble (different seeds)")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--epochs", type=int, default=60)
@@ -58,27 +61,68 @@ def features(predictor, ds, rows: slice) -> dict[str, np.ndarray]:
             "point": res.measurements, "truth": truth}  # fmt: skip
 
 
-def cached_features(weights: Path, data: Path, n: int, cache: Path) -> dict[str, np.ndarray]:
-    from tqdm import tqdm
+_WORKER: dict = {}
+
+
+def _worker_init(weights: str, data: str, n: int, threads: int | None) -> None:
+    import torch
 
     from bodyshape.reconstruct import LocalPredictor
+    from training.dataset import load_dataset
+
+    if threads:
+        torch.set_num_threads(threads)
+    _WORKER.update(predictor=LocalPredictor(weights), ds=load_dataset(Path(data), limit=n))
+
+
+def _write_chunk(job: tuple[str, int, int]) -> None:
+    """Compute one chunk of features (path, first row, rows) and write it under its name (via a
+    temporary file, so a killed run never leaves a partial chunk behind)."""
+    path, start, rows = Path(job[0]), job[1], job[2]
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, **features(_WORKER["predictor"], _WORKER["ds"], slice(start, start + rows)))
+    tmp.replace(path)
+
+
+def cached_features(weights: Path, data: Path, n: int, cache: Path, workers: int | None = 1,
+                    chunk: int = CHUNK) -> dict[str, np.ndarray]:  # fmt: skip
+    """The features of the first ``n`` rows of ``data``, computed where ``cache`` lacks them, by
+    ``workers`` processes (None: one per core), one chunk of ``chunk`` rows at a time."""
+    from tqdm import tqdm
+
     from bodyshape.uncertainty import file_sha256
     from training.dataset import load_dataset
 
     ds = load_dataset(data, limit=n)
     cache.mkdir(parents=True, exist_ok=True)
     key = {"data": str(data), "seed": ds.manifest.get("config", {}).get("seed"), "weights_sha256": file_sha256(weights)}
+    if chunk != CHUNK:  # caches of the default chunk predate the key
+        key["chunk"] = chunk
     kpath = cache / "cache.json"
     if kpath.exists() and json.loads(kpath.read_text()) != key:
         raise BodyShapeError(f"{cache} holds features of other data or weights ({kpath}); choose another --cache")
     kpath.write_text(json.dumps(key))
-    predictor = LocalPredictor(str(weights))
+    for stale in cache.glob("features_*.tmp.npz"):
+        stale.unlink()
+    paths = [cache / f"features_{start:06d}.npz" for start in range(0, len(ds), chunk)]
+    todo = [(str(path), i * chunk, chunk) for i, path in enumerate(paths) if not path.exists()]
+    bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="features", unit="chunk")
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    init = (str(weights), str(data), len(ds), 1 if workers > 1 else None)
+    if workers == 1:
+        _worker_init(*init)
+        for job in todo:
+            _write_chunk(job)
+            bar.update()
+    else:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=init) as pool:
+            for _ in pool.imap_unordered(_write_chunk, todo):
+                bar.update()
+    bar.close()
     parts = []
-    for start in tqdm(range(0, len(ds), CHUNK), desc="features", unit="chunk"):
-        path = cache / f"features_{start:06d}.npz"
-        if not path.exists():
-            np.savez(path.with_suffix(".tmp.npz"), **features(predictor, ds, slice(start, start + CHUNK)))
-            path.with_suffix(".tmp.npz").replace(path)
+    for path in paths:
         with np.load(path) as z:
             parts.append({k: z[k] for k in z.files})
     return {k: np.concatenate([p[k] for p in parts])[: len(ds)] for k in parts[0]}
@@ -121,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     from bodyshape.uncertainty import file_sha256
 
     weights = args.weights / "fused.safetensors"
-    f = cached_features(weights, args.data, args.n, args.cache)
+    f = cached_features(weights, args.data, args.n, args.cache, args.workers, args.chunk)
     inputs = f["inputs"].astype(np.float32)
     mean, std = inputs.mean(0), inputs.std(0) + 1e-6
     x = (inputs - mean) / std

@@ -57,7 +57,7 @@ def anny_sections(n: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]
     from tqdm import tqdm
 
     from bodyshape.body_model import PHENOTYPE_LABELS, get_body_model
-    from bodyshape.measurements import _hull, band_faces, get_measurer, section_points
+    from bodyshape.measurements import band_faces, convex_hull, get_measurer, section_points
 
     model, m = get_body_model(), get_measurer()
     shapes = model.sample_shapes(n, seed)
@@ -65,12 +65,12 @@ def anny_sections(n: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]
     for start in tqdm(range(0, n, 50), desc="Anny sections", unit="batch"):
         for v in model.forward(shapes[start : start + 50]).rest_vertices.astype(np.float64):
             z = v[:, 2]
-            levels = m._levels(v, m.joints(v), (z.max() - z.min()) / 1.7)
+            levels = m.levels(v)
             for site, (*_, level) in SITES.items():
                 faces = m.faces_lower if site == "hip" else m.faces_torso  # as Measurer._trunk_girths
                 zz = levels[level]
                 pts = section_points(v, band_faces(z, faces, zz, zz), np.array([0, 0, zz]), np.array([0, 0, 1.0]))
-                hull = _hull(pts[:, :2])
+                hull = convex_hull(pts[:, :2])
                 perimeter = np.linalg.norm(hull - np.roll(hull, 1, axis=0), axis=1).sum()
                 out[site].append((np.ptp(hull[:, 0]), np.ptp(hull[:, 1]), perimeter))
     return {s: 1000 * np.array(r) for s, r in out.items()}, shapes[:, PHENOTYPE_LABELS.index("gender")]
