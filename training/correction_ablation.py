@@ -4,7 +4,7 @@ splits): the table "Chosen on the calibration splits" in docs/evaluation.md.
     bodyshape fit-correction                      # fills runs/correction with the training rows' features
     python -m training.correction_ablation        # ~40 min on 2 cores (the calibration splits' features, then the fits)
 
-Chest / waist / hip MAE (bias), mm, of the corrected measurements before the refit.
+Chest / waist / hip MAE (bias in brackets), mm, of the corrected measurements before the refit.
 """
 
 from __future__ import annotations
@@ -115,10 +115,7 @@ VARIANTS = {
     "MLP, 15,000 rows, 3 networks": dict(rows=15000, members=3, hidden=128),
     "MLP, 15,000 rows, 3 networks of 256": dict(rows=15000, members=3, hidden=256),
     "MLP, 30,000 rows, 3 networks": dict(rows=30000, members=3, hidden=128),
-    "MLP, 45,000 rows, 3 networks": dict(rows=45000, members=3, hidden=128),
 }
-#: Training rows whose features the table needs (``bodyshape fit-correction --n`` caches them).
-TRAIN_ROWS = max(v["rows"] for v in VARIANTS.values())
 #: Training rows given the richer outline.
 RICH_ROWS = 15000
 
@@ -136,8 +133,10 @@ def main() -> None:
     p.add_argument("--calib", type=Path, default=Path("data/calib"))
     p.add_argument("--only", nargs="*", default=None, help="rows whose label contains one of these (default: all)")
     a = p.parse_args()
+    variants = {k: v for k, v in VARIANTS.items() if not a.only or any(o in k for o in a.only)}
     weights = WEIGHTS_DIR / "fused.safetensors"
-    train = cached_features(weights, a.train, TRAIN_ROWS, a.cache)
+    # the training rows' features the rows need (`bodyshape fit-correction --n` caches them)
+    train = cached_features(weights, a.train, max(v["rows"] for v in variants.values()), a.cache)
     calib = calibration_features(weights, a.calib, a.cache)
 
     def silhouettes(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -147,21 +146,21 @@ def main() -> None:
         split = load_split(name, a.calib, *CALIBRATION_SPLITS[name])
         return split.front, split.side
 
-    with_outline_statistics({"train": train, **calib}, silhouettes, a.cache)
+    if any(v.get("key") == "rich" for v in variants.values()):
+        with_outline_statistics({"train": train, **calib}, silhouettes, a.cache)
 
     def cells(change) -> str:
         out = []
         for z in calib.values():
             e = (z["point"] + change(z) - z["truth"])[:, GIRTHS] * 1000
-            out.append(" / ".join(f"{np.abs(e[:, j]).mean():.1f}" for j in range(3)))
+            out.append(" / ".join(f"{np.abs(e[:, j]).mean():.1f}" for j in range(3))
+                       + " (" + " / ".join(f"{e[:, j].mean():+.1f}" for j in range(3)) + ")")
         return " | ".join(out)
 
     print("| correction | " + " | ".join(calib) + " |")
     print("|---|" + "---|" * len(calib))
     print("| none (the network, four looks) | " + cells(lambda z: 0.0) + " |", flush=True)
-    for label, v in VARIANTS.items():
-        if a.only and not any(o in label for o in a.only):
-            continue
+    for label, v in variants.items():
         print(f"| {label} | " + cells(fit(train, **v)) + " |", flush=True)
 
 

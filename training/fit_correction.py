@@ -1,12 +1,12 @@
 """``bodyshape fit-correction``: fit the measurement correction (bodyshape/correction.py).
 
-    bodyshape generate --pose wide --n 15000 --seed 41 --out data/train_wide   # once, ~40 min on 2 cores
-    bodyshape fit-correction --data data/train_wide                              # ~25 min + 3 min
+    bodyshape generate --pose wide --n 30000 --seed 41 --out data/train_wide   # once, ~17 min on 2 cores
+    bodyshape fit-correction --data data/train_wide                              # ~35 min of features + 3 min
 
 The shipped shape network reads each pair of the dataset (four looks, as the page does); its
 mean body's measurements, shape numbers, the height and the outlines' profiles are the inputs,
 the error of each measurement against the true body is the target. The features are cached in
-``--cache`` chunk by chunk (a rerun resumes). 10% of the rows are held out to stop the training
+``--cache`` chunk by chunk, by one process per core (a rerun resumes). 10% of the rows are held out to stop the training
 (never a calibration or evaluation split: those are judged by ``bodyshape calibrate-intervals``
 and ``bodyshape evaluate`` afterwards, the calibration first, since the intervals belong to the
 corrected measurements). Writes ``correction.safetensors`` next to the weights.
@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--data", type=Path, default=Path("data/train_wide"),
                    help="a dataset never used to train the shape network (default: the wide-pose set, seed 41)")
-    p.add_argument("--n", type=int, default=15000, help="rows of --data to use")
+    p.add_argument("--n", type=int, default=30000, help="rows of --data to use")
     p.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="folder with fused.safetensors; the correction is written there")
     p.add_argument("--cache", type=Path, default=Path("runs/correction"), help="where the features are cached")
     p.add_argument("--workers", type=int, default=None, help="processes computing the features (default: all cores)")
