@@ -317,8 +317,12 @@ class BodyModel:
         # Warp (Anny's skinning) builds a kernel's launch data on its first launch, and not
         # thread-safely: two page requests launching it at once in a fresh process failed with
         # "'Adjoint' object has no attribute 'tid_extent_limit_candidate'" or a KeyError. One
-        # launch here, before the instance is shared (Shared builds it under its lock), makes
-        # every later launch a lookup.
+        # launch here, before the instance is shared (Shared builds it under its lock), was
+        # meant to make every later launch a lookup, but on a loaded machine 8 threads still
+        # hit the error once (CI, 2026-12-02). So every Anny call also holds this lock. A call
+        # is milliseconds against seconds of other work per request, and torch still uses all
+        # cores inside it.
+        self._anny_lock = threading.Lock()
         warm = torch.zeros(1, N_SHAPE)
         warm[:, :N_PHENOTYPES] = 0.5
         self.forward(warm)
@@ -345,7 +349,8 @@ class BodyModel:
         parameter can express (an off-model body), posed with the same skinning as the mesh.
         """
         phen, local = self.split(shape)
-        out = self.anny(pose_parameters=pose or None, phenotype_kwargs=phen, local_changes_kwargs=local)
+        with self._anny_lock:
+            out = self.anny(pose_parameters=pose or None, phenotype_kwargs=phen, local_changes_kwargs=local)
         verts = out["vertices"]
         rest = out["rest_vertices"].expand_as(verts)
         if rest_offsets is not None:
@@ -380,7 +385,8 @@ class BodyModel:
         (B, N_SHAPE): a small change ``d`` of a rest surface moves the posed one by ``rot @ d``
         (the skeleton's own move with the shape left out)."""
         phen, local = self.split(shape)
-        out = self.anny(pose_parameters=pose or None, phenotype_kwargs=phen, local_changes_kwargs=local)
+        with self._anny_lock:
+            out = self.anny(pose_parameters=pose or None, phenotype_kwargs=phen, local_changes_kwargs=local)
         rot = self._vertex_rotations(out)
         return out["vertices"].float().cpu().numpy(), rot.float().cpu().numpy()
 

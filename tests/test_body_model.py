@@ -155,8 +155,9 @@ print("errors:", errors)
 def test_a_fresh_process_can_run_the_model_from_many_threads_at_once():
     """Warp builds a kernel's launch data on its first launch, not thread-safely: 8 threads
     launching at once in a fresh process failed (KeyError, or 'Adjoint' object has no
-    attribute 'tid_extent_limit_candidate': a page request crashed in CI) until the body
-    model ran Anny once in its constructor. Twice, each in a new process."""
+    attribute 'tid_extent_limit_candidate': a page request crashed in CI). The body model runs
+    Anny once in its constructor, and every call holds a lock (the warm-up alone still let it
+    through once on a loaded machine). Twice, each in a new process."""
     import subprocess
     import sys
 

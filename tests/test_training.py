@@ -282,6 +282,11 @@ def test_fit_correction_writes_a_correction_for_the_given_weights(trained, tmp_p
                 for c, k in (("cache", 500), ("cache2", 50)))  # fmt: skip
     for k in one:
         np.testing.assert_allclose(one[k], two[k], rtol=1e-4, atol=1e-5)
+    # a larger n redoes the short last chunk a smaller n left
+    cached_features(weights / "fused.safetensors", root / "data", 120, tmp_path / "cache2", chunk=50, workers=1)
+    assert len(np.load(tmp_path / "cache2" / "features_000100.npz")["truth"]) == 20
+    grown = cached_features(weights / "fused.safetensors", root / "data", 200, tmp_path / "cache2", chunk=50, workers=1)
+    np.testing.assert_array_equal(grown["truth"], two["truth"])
     shutil.copy(Path(cfg.out) / "weights" / "fused_scratch.safetensors", weights / "fused.safetensors")
     assert cli_main(args) == 2
     assert "holds features of other data or weights" in capsys.readouterr().err

@@ -84,6 +84,15 @@ def _write_chunk(job: tuple[str, int, int]) -> None:
     tmp.replace(path)
 
 
+def _chunk_ok(path: Path, rows: int) -> bool:
+    """A finished chunk of exactly ``rows`` rows (a run of a smaller ``--n`` leaves a short last one)."""
+    try:
+        with np.load(path) as z:
+            return len(z["truth"]) == rows
+    except (OSError, KeyError, ValueError):
+        return False
+
+
 def cached_features(weights: Path, data: Path, n: int, cache: Path, workers: int | None = 1,
                     chunk: int = CHUNK) -> dict[str, np.ndarray]:  # fmt: skip
     """The features of the first ``n`` rows of ``data``, computed where ``cache`` lacks them, by
@@ -105,7 +114,8 @@ def cached_features(weights: Path, data: Path, n: int, cache: Path, workers: int
     for stale in cache.glob("features_*.tmp.npz"):
         stale.unlink()
     paths = [cache / f"features_{start:06d}.npz" for start in range(0, len(ds), chunk)]
-    todo = [(str(path), i * chunk, chunk) for i, path in enumerate(paths) if not path.exists()]
+    todo = [(str(path), i * chunk, chunk) for i, path in enumerate(paths)
+            if not _chunk_ok(path, min(chunk, len(ds) - i * chunk))]  # fmt: skip
     bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="features", unit="chunk")
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     init = (str(weights), str(data), len(ds), 1 if workers > 1 else None)
