@@ -101,6 +101,7 @@ def cached_features(weights: Path, data: Path, n: int, cache: Path, workers: int
 
     from bodyshape.uncertainty import file_sha256
     from training.dataset import load_dataset
+    from training.pool import run_jobs
 
     ds = load_dataset(data, limit=n)
     cache.mkdir(parents=True, exist_ok=True)
@@ -119,17 +120,7 @@ def cached_features(weights: Path, data: Path, n: int, cache: Path, workers: int
     bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="features", unit="chunk")
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     init = (str(weights), str(data), len(ds), 1 if workers > 1 else None)
-    if workers == 1:
-        _worker_init(*init)
-        for job in todo:
-            _write_chunk(job)
-            bar.update()
-    else:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=init) as pool:
-            for _ in pool.imap_unordered(_write_chunk, todo):
-                bar.update()
+    run_jobs(_write_chunk, todo, workers, _worker_init, init, bar)
     bar.close()
     parts = []
     for path in paths:

@@ -28,6 +28,7 @@ import numpy as np
 
 from bodyshape.errors import BodyShapeError
 from training.config import POSES, DataConfig, PoseRanges, data_config_to_json, refuse_changed_config
+from training.pool import run_jobs
 
 FORMAT_VERSION = 1
 
@@ -230,21 +231,6 @@ def _new_manifest(cfg: DataConfig, cfg_json: dict, n_shards: int) -> dict:
     }
 
 
-def _run_shards(jobs: list[tuple[DataConfig, int, str]], workers: int, bar) -> None:
-    """Make the shards of ``jobs`` in this process (one worker) or a pool of spawned ones."""
-    if workers == 1:
-        _worker_init()
-        for job in jobs:
-            _worker_run(job)
-            bar.update()
-        return
-    import multiprocessing as mp
-
-    with mp.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
-        for _ in pool.imap_unordered(_worker_run, jobs):
-            bar.update()
-
-
 def _extendable(stored: dict, requested: dict) -> dict:
     """``stored`` with its ``n`` replaced by the requested one when that only adds whole shards.
 
@@ -283,7 +269,7 @@ def generate(cfg: DataConfig, out_dir: str | Path, workers: int | None = None, p
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     t0 = time.time()
     bar = tqdm(total=n_shards, initial=n_shards - len(todo), unit="shard", disable=not progress, desc="generate")
-    _run_shards([(cfg, i, str(out)) for i in todo], workers, bar)
+    run_jobs(_worker_run, [(cfg, i, str(out)) for i in todo], workers, _worker_init, bar=bar)
     bar.close()
     elapsed = time.time() - t0
     done = sum(min(cfg.shard_size, cfg.n - i * cfg.shard_size) for i in todo)
