@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from bodyshape.errors import BodyShapeError
-from bodyshape.measurements import MEASUREMENT_NAMES
+from bodyshape.measurements import DEFINITIONS_VERSION, MEASUREMENT_NAMES
 
 #: Height bands of the outline profile, per view.
 PROFILE_LEVELS = 32
@@ -135,6 +135,9 @@ def load_correction(weights_dir: str | Path | None = None) -> MeasurementCorrect
     fused = folder / "fused.safetensors"
     if fused.exists() and model.info.get("weights_sha256") != file_sha256(fused):
         log.warning("%s was fitted for other weights than %s: run `bodyshape fit-correction`", folder / CORRECTION_FILE, fused)
+    if model.info.get("definitions", 1) != DEFINITIONS_VERSION:
+        log.warning("%s was fitted for measurement definitions %s, these are %s: run `bodyshape fit-correction`",
+                    folder / CORRECTION_FILE, model.info.get("definitions", 1), DEFINITIONS_VERSION)
     return model
 
 

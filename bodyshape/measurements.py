@@ -23,10 +23,11 @@ name               ISO 8559-1 term             definition on the mesh
 height             body height (stature)       top of the head to the soles (z extent).
 chest              bust girth (women) /        horizontal torso girth at the level of the bust point: the
                    chest girth (men)           most forward torso point between 35% and 85% of the way from
-                                               the waist up to the shoulder joints (nipple level for men).
+                                               the lowest rib up to the shoulder joints (nipple level for men).
 waist              waist girth                 natural waist: the smallest horizontal torso girth between
-                                               the iliac crest and the lowest rib (Anny's spine04 -> spine02
-                                               joints, searched from 25% of the way up). Not the navel.
+                                               the iliac crest and the lowest rib (22% and 65% of the way
+                                               from Anny's spine04 to spine02 joint, placed by ANSUR II's
+                                               iliocristale and tenth-rib heights). Not the navel.
 hip                hip girth                   horizontal girth (torso + legs) at the level of the greatest
                                                buttock prominence (the most posterior point between the
                                                crotch and the waist).
@@ -47,9 +48,10 @@ arm_length         arm length                  tape polyline acromion -> olecran
                                                elbow bend) -> ulnar styloid (the wrist point on the same,
                                                posterior side): left arm, rest pose (elbow slightly bent).
 underbust          underbust girth             horizontal torso girth at the breast fold: in the 2-12 cm below
-                                               the bust point, the level where the front of the chest under the
-                                               bust point is farthest back. Given for everyone (men: the chest
-                                               just below the pectorals).
+                                               the bust point and at least 2 cm above the natural waist, the
+                                               highest level where the front of the chest under the bust point
+                                               is (within 2 mm) farthest back. Given for everyone (men: the
+                                               chest just below the pectorals).
 wrist              wrist girth                 left forearm, perpendicular to the forearm bone, 1 cm (for a
                                                1.7 m body) above the wrist joint: over the ulnar styloid.
 calf               calf girth                  the largest horizontal girth of the left lower leg between 30%
@@ -254,6 +256,17 @@ _JOINTS = (
     "spine04", "spine02",
 )
 _REGRESSOR_BODIES, _REGRESSOR_SEED, _REGRESSOR_VERTICES = 96, 12345, 64
+#: The natural-waist search band, as fractions of the way from Anny's spine04 to spine02 joint:
+#: the iliac crest and the lowest (tenth) rib. ANSUR II puts them at 36-39% and 46-50% of the way
+#: from the crotch up to the acromion (men-women means, ``iliocristaleheight``, ``tenthribheight``);
+#: on the sampler's bodies that is 22% and 65% of the way from spine04 to spine02
+#: (``python -m training.landmark_levels``, bodyshape/data/ansur2_levels.csv).
+WAIST_BAND = (0.22, 0.65)
+#: Version of the measurement definitions: bump on any change that moves a measurement, so
+#: caches of measured features (training/fit_correction.py) and the correction fitted on them
+#: are known to be stale. 2: waist band ends at the lowest rib, underbust above the waist, the
+#: waist's side and back points on the waist section.
+DEFINITIONS_VERSION = 2
 
 
 def fit_joint_regressor(model: BodyModel) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -342,7 +355,7 @@ class Measurer:
         floor, top = float(z.min()), float(z.max())
         u = (top - floor) / 1.7  # offsets below are for a 1.7 m body, scaled to this one
         lv = self._levels(v, j, u)
-        acromion = {s: self._acromion(v, s, j[f"upperarm01.{s}"], u) for s in ("L", "R")}
+        acromion = self._acromions(v, j, u)
         out = {"height": top - floor, "inseam": lv["crotch"] - floor}
         out.update(self._trunk_girths(v, lv, u))
         out.update(self._limbs(v, j, acromion["L"], lv, u))
@@ -356,6 +369,14 @@ class Measurer:
         v = np.asarray(vertices, np.float64)
         return self._levels(v, self.joints(v), (v[:, 2].max() - v[:, 2].min()) / 1.7)
 
+    def acromions(self, vertices: np.ndarray) -> dict[str, np.ndarray]:
+        """The left and right acromion ("L", "R": points (3,)) of one rest-pose mesh (V, 3)."""
+        v = np.asarray(vertices, np.float64)
+        return self._acromions(v, self.joints(v), (v[:, 2].max() - v[:, 2].min()) / 1.7)
+
+    def _acromions(self, v: np.ndarray, j: dict[str, np.ndarray], u: float) -> dict[str, np.ndarray]:
+        return {s: self._acromion(v, s, j[f"upperarm01.{s}"], u) for s in ("L", "R")}
+
     def _levels(self, v: np.ndarray, j: dict[str, np.ndarray], u: float) -> dict[str, float]:
         """Heights (z) of the crotch, natural waist, bust point, underbust and buttocks."""
         z = v[:, 2]
@@ -364,13 +385,14 @@ class Measurer:
         trunk_mid = t[(np.abs(t[:, 0] - mid_x) < 0.012 * u) & (t[:, 2] > j["lowerleg01.L"][2])]
         crotch = float(trunk_mid[:, 2].min())
         s4, s2 = j["spine04"][2], j["spine02"][2]
-        levels = np.linspace(s4 + 0.25 * (s2 - s4), s2, 8)
+        crest, rib = (s4 + f * (s2 - s4) for f in WAIST_BAND)
+        levels = np.linspace(crest, rib, 10)
         g = horizontal_girths(v, band_faces(z, self.faces_torso, levels[0], levels[-1]), levels)
         waist = float(levels[np.argmin(g)])
         shoulder = 0.5 * (j["upperarm01.L"][2] + j["upperarm01.R"][2])
-        band = t[(t[:, 2] > waist + 0.35 * (shoulder - waist)) & (t[:, 2] < waist + 0.85 * (shoulder - waist))]
+        band = t[(t[:, 2] > rib + 0.35 * (shoulder - rib)) & (t[:, 2] < rib + 0.85 * (shoulder - rib))]
         bust = band[np.argmin(band[:, 1])]  # the most forward point of the chest
-        under = self._breast_fold(t, bust, u)
+        under = self._breast_fold(t, bust, u, floor=waist + 0.02 * u)
         low = v[self.idx_lower]
         buttock = low[(low[:, 2] > crotch + 0.01 * u) & (low[:, 2] < waist)]
         hip = float(buttock[np.argmax(buttock[:, 1]), 2])  # the most posterior point
@@ -378,16 +400,20 @@ class Measurer:
                 "mid_x": float(mid_x)}
 
     @staticmethod
-    def _breast_fold(torso: np.ndarray, bust: np.ndarray, u: float, bins: int = 10) -> float:
-        """Height 2-12 cm below the bust point where the chest front under it is farthest back."""
-        col = torso[(np.abs(torso[:, 0] - bust[0]) < 0.015 * u)
-                    & (torso[:, 2] > bust[2] - 0.12 * u) & (torso[:, 2] < bust[2] - 0.02 * u)]
-        edges = np.linspace(bust[2] - 0.12 * u, bust[2] - 0.02 * u, bins + 1)
+    def _breast_fold(torso: np.ndarray, bust: np.ndarray, u: float, floor: float, bins: int = 10) -> float:
+        """Height 2-12 cm below the bust point, and above ``floor`` (2 cm over the natural waist),
+        where the chest front under it is farthest back; of levels within 2 mm of that, the highest
+        (a flat front, as on a small chest or a man's, puts the fold just under the breast or the
+        pectorals, not at the bottom of the window)."""
+        top = bust[2] - 0.02 * u
+        bottom = min(max(bust[2] - 0.12 * u, floor), top - 0.01 * u)
+        col = torso[(np.abs(torso[:, 0] - bust[0]) < 0.015 * u) & (torso[:, 2] > bottom) & (torso[:, 2] < top)]
+        edges = np.linspace(bottom, top, bins + 1)
         k = np.clip(np.searchsorted(edges, col[:, 2]) - 1, 0, bins - 1)
         front = np.full(bins, -np.inf)
         np.maximum.at(front, k, -col[:, 1])  # -y: how far forward each level reaches
         front[~np.isin(np.arange(bins), k)] = np.inf  # empty bins never win
-        b = int(np.argmin(front))
+        b = int(np.flatnonzero(front <= front.min() + 0.002 * u).max())
         return float(0.5 * (edges[b] + edges[b + 1]))
 
     def _trunk_girths(self, v: np.ndarray, lv: dict[str, float], u: float) -> dict[str, float]:
@@ -443,12 +469,16 @@ class Measurer:
         """Outside leg, back waist length and across-back width (tape polylines)."""
         x = v[:, 0] - lv["mid_x"]
         low = self.idx_lower[x[self.idx_lower] > 0]
-        waist_side = pick(v[low], np.abs(v[low, 2] - lv["waist"]), 0.005 * u, x[low])
-        hips = low[(v[low, 2] > lv["crotch"]) & (v[low, 2] < lv["waist"])]
+        # The waist's side and back points lie on the waist section itself (mesh vertices near
+        # that level can be a centimetre or more away from it, and on the wrong side of the body).
+        zw = lv["waist"]
+        waist_sec = section_points(v, band_faces(v[:, 2], self.faces_torso, zw, zw), np.array([0.0, 0.0, zw]), _Z)
+        waist_side = waist_sec[np.argmax(waist_sec[:, 0])]
+        hips = low[(v[low, 2] > lv["crotch"]) & (v[low, 2] < zw)]
         hip_side = v[hips[np.argmax(x[hips])]]
         outside_leg = tape_length(v[low], waist_side, hip_side, [1.0, 0, 0]) + hip_side[2] - floor
         spine = self.idx_trunk[np.abs(x[self.idx_trunk]) < 0.015 * u]
-        back_waist = pick(v[spine], np.abs(v[spine, 2] - lv["waist"]), 0.01 * u, v[spine, 1])
+        back_waist = pick(waist_sec, np.abs(waist_sec[:, 0] - lv["mid_x"]), 0.015 * u, waist_sec[:, 1])
         back = tape_length(v[spine], v[self.cervicale], back_waist, [0, 1.0, 0])
         z_back = v[self.idx_armpit["L"], 2].min() + 0.02 * u
         sec = section_points(v, band_faces(v[:, 2], self.faces_torso, z_back, z_back), np.array([0, 0, z_back]), _Z)

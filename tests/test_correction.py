@@ -58,12 +58,29 @@ def test_save_load_round_trip_and_stale_files(tmp_path):
 
 def test_shipped_correction_is_for_the_shipped_weights():
     from bodyshape.correction import load_correction
+    from bodyshape.measurements import DEFINITIONS_VERSION
     from bodyshape.paths import WEIGHTS_DIR
     from bodyshape.uncertainty import file_sha256
 
     model = load_correction()
     assert model.info["weights_sha256"] == file_sha256(WEIGHTS_DIR / "fused.safetensors")
+    assert model.info["definitions"] == DEFINITIONS_VERSION  # fitted to today's measurement definitions
     assert len(model.nets) >= 1 and "train_wide" in model.info["trained_on"]
+
+
+def test_a_correction_of_other_definitions_is_reported(tmp_path, caplog):
+    import shutil
+
+    from bodyshape.correction import CORRECTION_FILE, MeasurementCorrection, load_correction
+    from bodyshape.paths import WEIGHTS_DIR
+
+    shutil.copy(WEIGHTS_DIR / "fused.safetensors", tmp_path)
+    model = MeasurementCorrection.load(WEIGHTS_DIR / CORRECTION_FILE)
+    model.info = {k: v for k, v in model.info.items() if k != "definitions"}  # as fitted before version 2
+    model.save(tmp_path / CORRECTION_FILE)
+    with caplog.at_level("WARNING"):
+        load_correction(tmp_path)
+    assert "measurement definitions 1" in caplog.text and "fit-correction" in caplog.text
 
 
 def test_the_mesh_moves_with_the_corrected_numbers():

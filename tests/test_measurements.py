@@ -156,6 +156,30 @@ def test_landmarks_sit_where_anatomy_puts_them(body):
         assert m["inseam"] == pytest.approx(lv["crotch"] - v[:, 2].min())
 
 
+def test_trunk_levels_follow_iso_on_the_samplers_bodies():
+    """On 60 bodies of the training sampler (men and women; the first 60 that
+    ``python -m training.landmark_levels`` examines): the natural waist lies between the iliac
+    crest and the lowest rib as ANSUR II places them, the underbust lies above the waist, and the
+    back waist length runs down the back (definitions version 2: before it, 17% of women had the
+    underbust at or below the waist and one man's waist point sat on his belly, 76 cm of tape)."""
+    from bodyshape.body_model import get_body_model
+    from bodyshape.measurements import WAIST_BAND, get_measurer
+
+    model, mm = get_body_model(), get_measurer()
+    shapes = model.sample_shapes(300, 123)[:60]
+    assert 10 < (shapes[:, 0] >= 0.5).sum() < 50  # both sexes
+    for v in model.forward(shapes).rest_vertices.astype(np.float64):
+        u = np.ptp(v[:, 2]) / 1.7
+        j, lv = mm.joints(v), mm.levels(v)
+        s4, s2 = j["spine04"][2], j["spine02"][2]
+        crest, rib = (s4 + f * (s2 - s4) for f in WAIST_BAND)
+        assert crest - 1e-9 <= lv["waist"] <= rib + 1e-9
+        assert lv["waist"] + 0.02 * u <= lv["underbust"] + 1e-9 and lv["underbust"] < lv["bust"] - 0.015 * u
+        assert 0.08 * u < lv["bust"] - lv["waist"] < 0.25 * u
+        m = measure(v)
+        assert 0.28 * u < m["back_waist_length"] < 0.6 * u
+
+
 def test_measurer_is_built_in_its_constructor_and_shared():
     import threading
 
@@ -185,3 +209,39 @@ def test_readme_defines_every_measurement_and_nothing_else():
     assert [r[0] for r in rows] == list(MEASUREMENT_NAMES)
     for name, term in rows:  # the README's ISO term starts like the code's
         assert term.split()[0] == BY_NAME[name].iso_term.split()[0], (name, term)
+
+
+def test_waist_band_is_where_the_survey_puts_crest_and_rib(tmp_path):
+    """WAIST_BAND is derived, not chosen: the survey's iliac crest and lowest rib (committed summary),
+    mapped onto Anny's spine04 -> spine02 through the trunk (crotch to acromion) of sampler bodies;
+    and the summary file is what write_survey_levels makes of per-person rows."""
+    import csv
+
+    from bodyshape.measurements import WAIST_BAND
+    from training.landmark_levels import (
+        FILES,
+        SURVEY_LEVELS,
+        anny_levels,
+        read_survey_levels,
+        write_survey_levels,
+    )
+
+    survey = read_survey_levels()
+    lv, gender = anny_levels(60, 123)
+    for k, landmark in enumerate(("iliac_crest", "lowest_rib")):
+        mapped = []
+        for sex, sel in (("male", gender < 0.5), ("female", gender >= 0.5)):
+            s4, s2 = lv["spine04"][sel].mean(), lv["spine02"][sel].mean()
+            mapped.append((survey[sex, landmark] - s4) / (s2 - s4))
+        assert abs(np.mean(mapped) - WAIST_BAND[k]) < 0.03, (landmark, mapped)
+    # two made-up people per sex: crotch 800, acromion 1400 mm; each landmark at a known fraction
+    for name in FILES.values():
+        cols = ["crotchheight", "acromialheight", *SURVEY_LEVELS]
+        with open(tmp_path / name, "w", newline="", encoding="latin-1") as f:
+            w = csv.writer(f)
+            w.writerow(cols)
+            w.writerow([800, 1400, *(800 + 600 * 0.1 * (i + 1) for i in range(len(SURVEY_LEVELS)))])
+            w.writerow([800, 1400, *(800 + 600 * 0.1 * (i + 2) for i in range(len(SURVEY_LEVELS)))])
+    got = read_survey_levels(write_survey_levels(tmp_path, tmp_path / "levels.csv"))
+    for i, landmark in enumerate(SURVEY_LEVELS.values()):
+        assert got["female", landmark] == pytest.approx(0.1 * (i + 1.5))

@@ -99,18 +99,21 @@ def cached_features(weights: Path, data: Path, n: int, cache: Path, workers: int
     ``workers`` processes (None: one per core), one chunk of ``chunk`` rows at a time."""
     from tqdm import tqdm
 
+    from bodyshape.measurements import DEFINITIONS_VERSION
     from bodyshape.uncertainty import file_sha256
     from training.dataset import load_dataset
     from training.pool import run_jobs
 
     ds = load_dataset(data, limit=n)
     cache.mkdir(parents=True, exist_ok=True)
-    key = {"data": str(data), "seed": ds.manifest.get("config", {}).get("seed"), "weights_sha256": file_sha256(weights)}
+    key = {"data": str(data), "seed": ds.manifest.get("config", {}).get("seed"), "weights_sha256": file_sha256(weights),
+           "definitions": DEFINITIONS_VERSION}  # the truth and the network's measurements are measured
     if chunk != CHUNK:  # caches of the default chunk predate the key
         key["chunk"] = chunk
     kpath = cache / "cache.json"
     if kpath.exists() and json.loads(kpath.read_text()) != key:
-        raise BodyShapeError(f"{cache} holds features of other data or weights ({kpath}); choose another --cache")
+        raise BodyShapeError(f"{cache} holds features of other data, weights or measurement definitions ({kpath}); "
+                             "choose another --cache")
     kpath.write_text(json.dumps(key))
     for stale in cache.glob("features_*.tmp.npz"):
         stale.unlink()
@@ -162,7 +165,7 @@ def fit_member(x: np.ndarray, y_cm: np.ndarray, holdout: np.ndarray, hidden: int
 
 def run(args: argparse.Namespace) -> int:
     from bodyshape.correction import CORRECTION_FILE, MeasurementCorrection
-    from bodyshape.measurements import MEASUREMENT_NAMES
+    from bodyshape.measurements import DEFINITIONS_VERSION, MEASUREMENT_NAMES
     from bodyshape.uncertainty import file_sha256
 
     weights = args.weights / "fused.safetensors"
@@ -179,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
         epochs.append(epoch)
         print(f"member {k + 1}/{args.members}: best epoch {epoch + 1}, held-out MAE {10 * err:.1f} mm (all measurements)")
     info = {"trained_on": f"{args.data} (rows 0-{len(x) - 1}, {int(holdout.sum())} held out to stop)",
-            "weights_sha256": file_sha256(weights), "epochs": epochs, "hidden": args.hidden}  # fmt: skip
+            "weights_sha256": file_sha256(weights), "epochs": epochs, "hidden": args.hidden,
+            "definitions": DEFINITIONS_VERSION}  # fmt: skip
     model = MeasurementCorrection(nets, mean, std, info)
     corrected = f["point"] + model.change(inputs)
     print("held-out rows, MAE (bias) mm, network -> corrected (before the refit):")
