@@ -286,9 +286,14 @@ def test_reconstruct_cli(example, tmp_path, capsys):
     for name in MEASUREMENT_NAMES:  # every measurement printed in cm and inches, with its line
         m, cm = BY_NAME[name], js["measurements_cm"][name]
         low, high = js["intervals_80_cm"][name]
-        rng = "" if low == high else rf"   80% range {low:.1f} – {high:.1f} cm"
-        assert re.search(rf"  {re.escape(m.label)} +{cm:.1f} cm +{js['measurements_in'][name]:.1f} in{rng}\n      {re.escape(m.how_to_measure)}\n",
-                         printed), name  # fmt: skip
+        rng = "" if low == high else r"   80% range ([\d.]+) – ([\d.]+) cm"
+        row = re.search(rf"  {re.escape(m.label)} +([\d.]+) cm +([\d.]+) in{rng}\n      {re.escape(m.how_to_measure)}\n",
+                        printed)  # fmt: skip
+        assert row, name
+        # the JSON keeps 2 decimals, the table prints 1: compare the numbers, not their rounding
+        shown = [float(x) for x in row.groups()]
+        wanted = [cm, js["measurements_in"][name]] + ([] if low == high else [low, high])
+        assert shown == pytest.approx(wanted, abs=0.051), name
     assert main(["reconstruct", example["front"], example["side"], "--height", "300", "--local"]) == 2
 
 

@@ -287,6 +287,13 @@ def test_fit_correction_writes_a_correction_for_the_given_weights(trained, tmp_p
     assert len(np.load(tmp_path / "cache2" / "features_000100.npz")["truth"]) == 20
     grown = cached_features(weights / "fused.safetensors", root / "data", 200, tmp_path / "cache2", chunk=50, workers=1)
     np.testing.assert_array_equal(grown["truth"], two["truth"])
+    # features measured under older measurement definitions are refused, as are other weights'
+    key = tmp_path / "cache" / "cache.json"
+    today = key.read_text()
+    key.write_text(json.dumps({**json.loads(today), "definitions": 1}))
+    assert cli_main(args) == 2
+    assert "holds features of other data, weights or measurement definitions" in capsys.readouterr().err
+    key.write_text(today)
     shutil.copy(Path(cfg.out) / "weights" / "fused_scratch.safetensors", weights / "fused.safetensors")
     assert cli_main(args) == 2
-    assert "holds features of other data or weights" in capsys.readouterr().err
+    assert "holds features of other data, weights or measurement definitions" in capsys.readouterr().err
