@@ -349,11 +349,8 @@ class Measurer:
 
     def __call__(self, vertices: np.ndarray) -> dict[str, float]:
         """Measurements (metres) of one mesh (V, 3) in the rest A-pose."""
-        v = np.asarray(vertices, np.float64)
-        j = self.joints(v)
-        z = v[:, 2]
-        floor, top = float(z.min()), float(z.max())
-        u = (top - floor) / 1.7  # offsets below are for a 1.7 m body, scaled to this one
+        v, j, u = self._frame(vertices)
+        floor, top = float(v[:, 2].min()), float(v[:, 2].max())
         lv = self._levels(v, j, u)
         acromion = self._acromions(v, j, u)
         out = {"height": top - floor, "inseam": lv["crotch"] - floor}
@@ -363,16 +360,19 @@ class Measurer:
         out.update(self._trunk_lengths(v, lv, u, floor))
         return {k: float(out[k]) for k in MEASUREMENT_NAMES}
 
+    def _frame(self, vertices: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+        """(vertices as float64, joints, u): offsets below are for a 1.7 m body, u scales them."""
+        v = np.asarray(vertices, np.float64)
+        return v, self.joints(v), (v[:, 2].max() - v[:, 2].min()) / 1.7
+
     def levels(self, vertices: np.ndarray) -> dict[str, float]:
         """Heights (z, metres) of the landmarks the trunk girths are taken at (crotch, natural
         waist, bust point, underbust, buttocks) of one rest-pose mesh (V, 3), and its mid-line x."""
-        v = np.asarray(vertices, np.float64)
-        return self._levels(v, self.joints(v), (v[:, 2].max() - v[:, 2].min()) / 1.7)
+        return self._levels(*self._frame(vertices))
 
     def acromions(self, vertices: np.ndarray) -> dict[str, np.ndarray]:
         """The left and right acromion ("L", "R": points (3,)) of one rest-pose mesh (V, 3)."""
-        v = np.asarray(vertices, np.float64)
-        return self._acromions(v, self.joints(v), (v[:, 2].max() - v[:, 2].min()) / 1.7)
+        return self._acromions(*self._frame(vertices))
 
     def _acromions(self, v: np.ndarray, j: dict[str, np.ndarray], u: float) -> dict[str, np.ndarray]:
         return {s: self._acromion(v, s, j[f"upperarm01.{s}"], u) for s in ("L", "R")}

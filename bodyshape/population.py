@@ -97,15 +97,24 @@ def summarise_survey(rows: list[dict[str, str]]) -> dict[str, dict[str, float]]:
     return out
 
 
+#: The survey's per-person files (not in the repository; see data/ANSUR2_SOURCE.md), per sex.
+SURVEY_PEOPLE_FILES = {"male": "ANSUR_II_MALE_Public.csv", "female": "ANSUR_II_FEMALE_Public.csv"}
+
+
+def read_survey_people(ansur_dir: Path, sex: str) -> list[dict[str, str]]:
+    """The rows of one sex's ANSUR II per-person file in ``ansur_dir`` (Latin-1), column -> text."""
+    path = Path(ansur_dir) / SURVEY_PEOPLE_FILES[sex]
+    if not path.is_file():
+        raise BodyShapeError(f"{path} not found: this needs the two ANSUR II per-person files")
+    with open(path, encoding="latin-1", newline="") as f:  # the files are Latin-1
+        return list(csv.DictReader(f))
+
+
 def write_survey_summary(ansur_dir: Path, out: Path = SURVEY_FILE) -> Path:
     """Rewrite the summary file from the two per-person ANSUR II files in ``ansur_dir``."""
     lines = []
-    for sex, fname in (("female", "ANSUR_II_FEMALE_Public.csv"), ("male", "ANSUR_II_MALE_Public.csv")):
-        path = Path(ansur_dir) / fname
-        if not path.is_file():
-            raise BodyShapeError(f"{path} not found: --rebuild-survey needs the two ANSUR II per-person files")
-        with open(path, encoding="latin-1", newline="") as f:  # the files are Latin-1
-            stats = summarise_survey(list(csv.DictReader(f)))
+    for sex in ("female", "male"):
+        stats = summarise_survey(read_survey_people(ansur_dir, sex))
         for name, s in stats.items():
             lines.append([sex, name, SURVEY_COLUMNS.get(name, "weightkg")] + [_fmt(s[k]) for k in _STAT_FIELDS])
     out.parent.mkdir(parents=True, exist_ok=True)

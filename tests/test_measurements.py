@@ -218,8 +218,8 @@ def test_waist_band_is_where_the_survey_puts_crest_and_rib(tmp_path):
     import csv
 
     from bodyshape.measurements import WAIST_BAND
+    from bodyshape.population import SURVEY_PEOPLE_FILES
     from training.landmark_levels import (
-        FILES,
         SURVEY_LEVELS,
         anny_levels,
         read_survey_levels,
@@ -235,7 +235,7 @@ def test_waist_band_is_where_the_survey_puts_crest_and_rib(tmp_path):
             mapped.append((survey[sex, landmark] - s4) / (s2 - s4))
         assert abs(np.mean(mapped) - WAIST_BAND[k]) < 0.03, (landmark, mapped)
     # two made-up people per sex: crotch 800, acromion 1400 mm; each landmark at a known fraction
-    for name in FILES.values():
+    for name in SURVEY_PEOPLE_FILES.values():
         cols = ["crotchheight", "acromialheight", *SURVEY_LEVELS]
         with open(tmp_path / name, "w", newline="", encoding="latin-1") as f:
             w = csv.writer(f)

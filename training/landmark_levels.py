@@ -36,15 +36,15 @@ SURVEY_LEVELS = {
     "buttockheight": "hip",
     "waistheightomphalion": "navel",
 }
-FILES = {"male": "ANSUR_II_MALE_Public.csv", "female": "ANSUR_II_FEMALE_Public.csv"}
 
 
 def write_survey_levels(survey: Path, out: Path = LEVELS_FILE) -> Path:
     """Per sex and landmark: n, mean, sd, p5, p95 of (height - crotch) / (acromion - crotch)."""
+    from bodyshape.population import SURVEY_PEOPLE_FILES, read_survey_people
+
     rows = []
-    for sex, name in FILES.items():
-        with open(survey / name, encoding="latin-1") as f:
-            people = list(csv.DictReader(f))
+    for sex in SURVEY_PEOPLE_FILES:
+        people = read_survey_people(survey, sex)
 
         def col(k: str, people: list = people) -> np.ndarray:
             return np.array([float(p[k]) for p in people])

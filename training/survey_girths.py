@@ -23,7 +23,6 @@ in the repository (see bodyshape/data/ANSUR2_SOURCE.md)::
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,6 @@ SITES = {
     "waist": ("waistbreadth", "waistdepth", "waistcircumference", "waist"),
     "hip": ("hipbreadth", "buttockdepth", "buttockcircumference", "hip"),
 }
-FILES = {"male": "ANSUR_II_MALE_Public.csv", "female": "ANSUR_II_FEMALE_Public.csv"}
 
 
 def ellipse_term(breadth: np.ndarray, depth: np.ndarray) -> np.ndarray:
@@ -77,6 +75,8 @@ def anny_sections(n: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]
 
 
 def main() -> None:
+    from bodyshape.population import SURVEY_PEOPLE_FILES, read_survey_people
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--survey", type=Path, required=True, help="folder with the two ANSUR II per-person files")
     p.add_argument("--n", type=int, default=1500)
@@ -89,9 +89,8 @@ def main() -> None:
           "| held-out soldiers, survey relation: MAE (bias) | same soldiers, Anny's relation: MAE (bias) "
           "| survey relation on Anny bodies minus their girth: mean (SD) |")
     print("|---|---|---|---|---|---|---|---|")
-    for sex, name in FILES.items():
-        with open(args.survey / name, encoding="latin-1") as f:
-            rows = list(csv.DictReader(f))
+    for sex in SURVEY_PEOPLE_FILES:
+        rows = read_survey_people(args.survey, sex)
         test = rng.random(len(rows)) < 0.25
         ours = gender < 1 / 3 if sex == "male" else gender > 2 / 3
         for site, (cb, cd, cc, _) in SITES.items():
