@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bodyshape.silhouette import bounding_box
+from bodyshape.silhouette import as_canvases, body_pixels, bounding_box
 
 # ----------------------------------------------------------------------------- what to do
 #: The capture guide, one instruction per aspect. The page's guide (demo/page.py) and every
@@ -186,7 +186,7 @@ class _Body:
     """A normalised silhouette's body: rows by fraction of its height, the head's centre line."""
 
     def __init__(self, sil: np.ndarray) -> None:
-        self.s = np.asarray(sil) > 0
+        self.s = body_pixels(sil)
         top, bottom, _, _ = bounding_box(self.s)
         self.top, self.h = top, bottom - top
         self.cols = np.arange(self.s.shape[1])
@@ -451,12 +451,13 @@ MARK_RGB = (230, 60, 30)
 
 
 def marked_preview(sil: np.ndarray, view: str, checks: list[CaptureCheck], zoom: int) -> np.ndarray:
-    """The silhouette enlarged ``zoom`` times, RGB (H, W, 3), white body on black, with the
-    failed checks' marks of ``view`` drawn in :data:`MARK_RGB`."""
+    """The silhouette enlarged ``zoom`` times, RGB (H, W, 3), white body on black (grey where
+    the body covers part of a pixel), with the failed checks' marks of ``view`` drawn in
+    :data:`MARK_RGB`."""
     import cv2
 
-    big = cv2.resize(sil, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
-    rgb = np.ascontiguousarray(np.dstack([(big > 0).astype(np.uint8) * 255] * 3))
+    big = cv2.resize(as_canvases(sil), None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+    rgb = np.ascontiguousarray(np.dstack([big] * 3))
     for m in (m for c in checks if not c.passed for m in c.marks if m.view == view):
         x0, y0, x1, y1 = (round(v * zoom) for v in m.xyxy)
         if m.kind == "box":

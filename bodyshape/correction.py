@@ -39,17 +39,20 @@ log = logging.getLogger(__name__)
 
 
 def silhouette_profile(silhouettes: np.ndarray) -> np.ndarray:
-    """(B, H, W) normalised silhouettes -> (B, PROFILE_LEVELS): the body's width in each of
-    PROFILE_LEVELS bands between its top and bottom row, in body heights (the mean over the
-    band's rows of the body pixels in a row; arms included, as the outline shows them)."""
-    masks = np.asarray(silhouettes) > 0
-    out = np.zeros((len(masks), PROFILE_LEVELS), np.float32)
-    for i, m in enumerate(masks):
+    """(B, H, W) normalised silhouettes (coverage canvases) -> (B, PROFILE_LEVELS): the body's
+    width in each of PROFILE_LEVELS bands between its top and bottom row, in body heights (the
+    mean over the band's rows of the body's coverage summed along the row, so sub-pixel edges
+    count; arms included, as the outline shows them)."""
+    from bodyshape.silhouette import as_canvases
+
+    cover = as_canvases(silhouettes).astype(np.float32) / 255
+    out = np.zeros((len(cover), PROFILE_LEVELS), np.float32)
+    for i, m in enumerate(cover):
         rows = np.flatnonzero(m.any(1))
         if len(rows) == 0:
             continue
         top, bottom = rows[0], rows[-1] + 1
-        width = m[top:bottom].sum(1).astype(np.float32) / (bottom - top)
+        width = m[top:bottom].sum(1) / (bottom - top)
         edges = np.linspace(0, len(width), PROFILE_LEVELS + 1).astype(int)
         out[i] = [width[a:max(b, a + 1)].mean() for a, b in zip(edges[:-1], edges[1:], strict=True)]
     return out

@@ -3,7 +3,8 @@
 All models share one class, :class:`BodyShapeNet`, configured by :class:`NetConfig`:
 ``views=("front",)`` or ``("side",)`` is a single-view regressor, ``("front", "side")``
 the fused model. Every model also takes the person's height (metres), which fixes the
-scale a silhouette alone cannot. Inputs: silhouettes ``(B, 1, H, W)`` in {0, 1}.
+scale a silhouette alone cannot. Inputs: silhouettes ``(B, 1, H, W)`` in {0, 1}; the product
+reads its coverage canvases through :class:`SubpixelReader`.
 Output: shape parameters ``(B, N_SHAPE)`` (see :mod:`bodyshape.body_model`).
 """
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from bodyshape.body_model import N_SHAPE, SHAPE_LABELS, SHAPE_VERSION
 from bodyshape.errors import BodyShapeError
-from bodyshape.silhouette import BODY_HEIGHT_PX, CANVAS_HW
+from bodyshape.silhouette import BODY_HEIGHT_PX, BODY_THRESHOLD, CANVAS_HW, SUBPIXEL_PHASES
 
 VIEWS = ("front", "side")
 
@@ -112,6 +113,45 @@ class BodyShapeNet(nn.Module):
             feats.append(self.encoders[v](x))
         h = ((height_m.reshape(-1, 1).to(feats[0].dtype)) - HEIGHT_MEAN) / HEIGHT_STD
         return self.head(torch.cat(feats + [h], dim=1))
+
+
+def subpixel_looks(silhouettes: torch.Tensor, phases: int = SUBPIXEL_PHASES) -> torch.Tensor:
+    """Coverage canvases (B, H, W), values 0..255 (any dtype) -> (phases * B, 1, H, W) float32
+    in {0, 1}, phase-major: look k is the body moved right by k / phases of a pixel, each pixel
+    body where its coverage is at least half (look 0 is :func:`bodyshape.silhouette.body_pixels`).
+
+    Why: a binary canvas rounds every edge to a whole pixel (1.5 cm of a 1.7 m body), and where
+    it rounds to changes with the camera roll and the photo's resolution; averaging the
+    network over the phases reads the sub-pixel edge instead (docs/evaluation.md). Moving an
+    edge by a fraction of a pixel mixes each pixel with its left neighbour, which is exact for
+    area coverage. The arithmetic is on integers (exact in float32, so ONNX Runtime, TensorRT
+    and PyTorch threshold alike) and uses only Sub, Mul, Add and Clip (TensorRT takes them).
+    """
+    x = silhouettes.to(torch.float32)
+    left = nn.functional.pad(x[..., :-1], (1, 0))
+    looks = []
+    for k in range(phases):
+        mixed = (phases - k) * x + k * left  # phases * coverage of the moved body, an integer
+        # body where mixed >= phases * BODY_THRESHOLD - phases / 2 (coverage >= 0.5 exactly at k = 0)
+        looks.append(torch.clamp(mixed - (phases * BODY_THRESHOLD - phases // 2 - 1), 0.0, 1.0))
+    return torch.cat(looks).unsqueeze(1)
+
+
+class SubpixelReader(nn.Module):
+    """A fused :class:`BodyShapeNet` that reads coverage canvases: the shapes of the
+    :func:`subpixel_looks` averaged. What the product serves (ONNX, Triton) and runs in process
+    (:class:`bodyshape.reconstruct.LocalPredictor`); training reads the 0/1 body (look 0)."""
+
+    def __init__(self, net: BodyShapeNet, phases: int = SUBPIXEL_PHASES) -> None:
+        super().__init__()
+        self.net, self.phases = net, phases
+
+    def forward(self, front: torch.Tensor, side: torch.Tensor, height_m: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) coverage canvases 0..255 and heights (B,) metres -> shapes (B, N_SHAPE)."""
+        f, s = subpixel_looks(front, self.phases), subpixel_looks(side, self.phases)
+        h = height_m.reshape(1, -1).expand(self.phases, -1).reshape(-1)
+        out = self.net(f, s, h)
+        return out.reshape(self.phases, -1, self.net.cfg.n_shape).mean(0)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -4,7 +4,7 @@
     front = photo_to_silhouette("front.jpg", "front", seg)
     side = photo_to_silhouette("side.jpg", "side", seg)
     check_view_pair(front, side)                        # swapped photos are an error
-    front.silhouette                                    # (128, 96) uint8 0/255, network input
+    front.silhouette                                    # (128, 96) uint8 coverage canvas, network input
 
 Steps: read the file defensively (bytes and pixel limits before decoding, decompression-bomb
 guard, EXIF rotation, transparency over white), shrink it (rembg works at 320x320 anyway),
@@ -69,7 +69,7 @@ class PhotoSilhouette:
     image: np.ndarray  # (H, W, 3) uint8 RGB, shrunk work copy
     probability: np.ndarray  # (H, W) uint8 rembg output
     mask: np.ndarray  # (H, W) uint8 0/255 cleaned person mask
-    silhouette: np.ndarray  # (128, 96) uint8 0/255
+    silhouette: np.ndarray  # (128, 96) uint8 coverage canvas (bodyshape.silhouette)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
 
     @property

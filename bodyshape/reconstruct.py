@@ -14,7 +14,7 @@ import torch
 
 from bodyshape.body_model import N_SHAPE, BodyModel, check_shape, clamp_shape, get_body_model
 from bodyshape.errors import BodyShapeError
-from bodyshape.silhouette import to_network_input
+from bodyshape.silhouette import as_canvases
 
 #: The heights the product accepts, everywhere (page, CLI, Triton models): the only copy.
 MIN_HEIGHT_CM, MAX_HEIGHT_CM = 100.0, 230.0
@@ -92,20 +92,26 @@ class Reconstruction:
 
 
 class LocalPredictor:
-    """In-process network inference (PyTorch), the reference for ONNX and Triton parity."""
+    """In-process network inference (PyTorch), the reference for ONNX and Triton parity.
+    ``phases``: sub-pixel looks per canvas (default the product's; 1 reads the 0/1 body only,
+    as before the sub-pixel reader, for comparisons)."""
 
-    def __init__(self, weights: str | None = None) -> None:
+    def __init__(self, weights: str | None = None, phases: int | None = None) -> None:
         from bodyshape.checkpoint import load_model
+        from bodyshape.nets import SubpixelReader
         from bodyshape.paths import WEIGHTS_DIR
+        from bodyshape.silhouette import SUBPIXEL_PHASES
 
         self.model = load_model(weights or WEIGHTS_DIR / "fused.safetensors")
+        self.reader = SubpixelReader(self.model, phases or SUBPIXEL_PHASES).eval()
 
     @torch.no_grad()
     def predict_shape(self, front: np.ndarray, side: np.ndarray, height_m: np.ndarray) -> np.ndarray:
-        """Normalised silhouettes (B, H, W) uint8 0/255 + heights (B,) -> shape (B, N_SHAPE)."""
-        f = torch.from_numpy(to_network_input(front))[:, None]
-        s = torch.from_numpy(to_network_input(side))[:, None]
+        """Normalised silhouettes (B, H, W) uint8 coverage canvases + heights (B,) -> shape
+        (B, N_SHAPE), the mean over the sub-pixel looks (:class:`bodyshape.nets.SubpixelReader`)."""
+        f = torch.from_numpy(as_canvases(front))
+        s = torch.from_numpy(as_canvases(side))
         h = torch.from_numpy(check_height_m(height_m))
-        out = self.model(f, s, h).numpy()
+        out = self.reader(f, s, h).numpy()
         assert out.shape[1] == N_SHAPE
         return out

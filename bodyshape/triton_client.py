@@ -4,7 +4,7 @@
     shape = p.predict_shape(front_u8, side_u8, height_m)   # (B, N_SHAPE) via body_shape
     shape, vertices = p.reconstruct(front_u8, side_u8, height_m)  # via the body_pipeline ensemble
 
-Inputs are normalised silhouettes (B, H, W) uint8 0/255 (or (H, W) for one person) and
+Inputs are normalised silhouettes (B, H, W) uint8 coverage canvases (or (H, W) for one person) and
 heights in metres (B,). Tensors travel as binary data (the bundled 2.51 server fails on
 JSON-encoded Python-backend outputs). Batches over the server's maximum are split.
 Errors: :class:`TritonUnavailableError` when the server cannot be reached or one of the models
@@ -301,8 +301,9 @@ class TritonPredictor:
 
 
 def _prepare(front, side, height_m) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Check and shape the inputs: (B, H, W) uint8 silhouettes, (B, 1) float32 heights."""
+    """Check and shape the inputs: (B, H, W) uint8 coverage canvases, (B, 1) float32 heights."""
     from bodyshape.reconstruct import check_height_m
+    from bodyshape.silhouette import as_canvases
 
     front, side = np.asarray(front), np.asarray(side)
     if front.ndim == 2:
@@ -311,13 +312,7 @@ def _prepare(front, side, height_m) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         raise BodyShapeError(
             f"front and side must both be (B, H, W) silhouettes, got {front.shape} and {side.shape}"
         )
-    if front.dtype != np.uint8 or side.dtype != np.uint8:
-        if front.dtype == bool and side.dtype == bool:
-            front, side = front.astype(np.uint8) * 255, side.astype(np.uint8) * 255
-        else:
-            raise BodyShapeError(
-                f"silhouettes must be uint8 0/255 (or bool), got {front.dtype} and {side.dtype}"
-            )
+    front, side = as_canvases(front, "the front silhouettes"), as_canvases(side, "the side silhouettes")
     height = check_height_m(height_m).reshape(-1, 1)
     if len(height) != len(front):
         raise BodyShapeError(f"got {len(front)} silhouette pairs but {len(height)} heights")

@@ -26,7 +26,7 @@ class Backend(Protocol):
     def reconstruct(
         self, front: np.ndarray, side: np.ndarray, height_m: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Silhouettes (B, 128, 96) uint8 0/255, heights (B,) m -> (shape (B, N), vertices (B, V, 3) m)."""
+        """Silhouettes (B, 128, 96) uint8 coverage canvases, heights (B,) m -> (shape (B, N), vertices (B, V, 3) m)."""
         ...
 
     def status(self) -> str:

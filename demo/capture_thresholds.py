@@ -160,11 +160,11 @@ def framing(model, n: int, seed: int) -> list[dict]:
     from bodyshape.augment import MaskNoise, apply_mask_noise
     from bodyshape.errors import InputImageError
     from bodyshape.photo import get_segmenter, photo_to_silhouette
-    from bodyshape.silhouette import normalize_silhouette
+    from bodyshape.silhouette import body_pixels, normalize_silhouette
     from demo.synthetic import PHOTO_HW, compose_photo, render_masks
 
     def iou(a: np.ndarray, b: np.ndarray) -> float:
-        a, b = a > 0, b > 0
+        a, b = body_pixels(a), body_pixels(b)
         return float((a & b).sum() / (a | b).sum())
 
     rng = np.random.default_rng(seed)

@@ -2,13 +2,16 @@
 
 The served graph takes what the client really has, so nothing but bytes crosses the wire:
 
-    FRONT  uint8   (B, 128, 96)  0 / 255 normalised silhouette (any value > 0 is body)
+    FRONT  uint8   (B, 128, 96)  normalised silhouette: a coverage canvas, 0..255 per pixel
     SIDE   uint8   (B, 128, 96)
     HEIGHT float32 (B, 1)        metres
     SHAPE  float32 (B, N_SHAPE)  shape parameters (see ``bodyshape.body_model.SHAPE_LABELS``)
 
-The {0, 1} conversion (``bodyshape.silhouette.to_network_input``: ``x > 0``) happens inside
-the graph, so a uint8 request is 4x smaller than float32 and cannot disagree with training.
+The conversion to {0, 1} network inputs happens inside the graph: the canvas is read at
+``SUBPIXEL_PHASES`` sub-pixel phases (``bodyshape.nets.subpixel_looks``; look 0 is the
+training data's ``bodyshape.silhouette.to_network_input``) and the shapes are averaged
+(``bodyshape.nets.SubpixelReader``). So a uint8 request is 4x smaller than float32 and the
+server cannot read a canvas differently from the in-process model.
 The batch axis is dynamic. Batch-norm is folded into the convolutions (eval-mode export).
 """
 
@@ -25,7 +28,8 @@ import torch
 from torch import nn
 
 from bodyshape.errors import BodyShapeError
-from bodyshape.nets import BodyShapeNet
+from bodyshape.nets import BodyShapeNet, SubpixelReader
+from bodyshape.silhouette import SUBPIXEL_PHASES
 
 INPUT_NAMES = ("FRONT", "SIDE", "HEIGHT")
 OUTPUT_NAMES = ("SHAPE",)
@@ -35,25 +39,25 @@ PARITY_ATOL = 1e-4
 
 
 class UInt8SilhouetteModel(nn.Module):
-    """``BodyShapeNet`` with uint8 (B, H, W) silhouettes and (B, 1) heights in."""
+    """``BodyShapeNet`` with uint8 (B, H, W) coverage canvases and (B, 1) heights in: the
+    :class:`bodyshape.nets.SubpixelReader` of the network."""
 
     def __init__(self, net: BodyShapeNet) -> None:
         super().__init__()
         self.net = net
+        self.reader = SubpixelReader(net)
 
     def forward(self, front: torch.Tensor, side: torch.Tensor, height: torch.Tensor) -> torch.Tensor:
-        # (B, H, W) uint8 -> (B, 1, H, W) float32 in {0, 1}. For integers min(x, 1) == (x > 0),
-        # the rule of to_network_input, as a Cast + Clip that TensorRT also takes (no uint8 compare).
-        f = torch.clamp(front.to(torch.float32), max=1.0).unsqueeze(1)
-        s = torch.clamp(side.to(torch.float32), max=1.0).unsqueeze(1)
-        return self.net(f, s, height.reshape(-1))
+        return self.reader(front, side, height.reshape(-1))
 
 
 def example_inputs(net: BodyShapeNet, batch: int = 2, seed: int = 0) -> tuple[np.ndarray, ...]:
-    """Deterministic test inputs: random ellipse-ish blobs (uint8 0/255) and heights (B, 1)."""
+    """Deterministic test inputs: random ellipse-ish blobs as coverage canvases (uint8, soft
+    edges: each pixel the share of a 4x4 grid of samples inside) and heights (B, 1)."""
     h, w = net.cfg.canvas_hw
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
+    sub = 4
+    yy, xx = (np.mgrid[0 : h * sub, 0 : w * sub] + 0.5) / sub
     views = []
     for _ in range(2):
         cy = rng.uniform(0.4, 0.6, (batch, 1, 1)) * h
@@ -61,7 +65,8 @@ def example_inputs(net: BodyShapeNet, batch: int = 2, seed: int = 0) -> tuple[np
         ry = rng.uniform(0.3, 0.45, (batch, 1, 1)) * h
         rx = rng.uniform(0.1, 0.3, (batch, 1, 1)) * w
         inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
-        views.append((inside * 255).astype(np.uint8))
+        cover = inside.reshape(batch, h, sub, w, sub).mean((2, 4))
+        views.append(np.rint(cover * 255).astype(np.uint8))
     height = rng.uniform(1.5, 1.95, (batch, 1)).astype(np.float32)
     return views[0], views[1], height
 
@@ -95,10 +100,16 @@ def export_onnx(net: BodyShapeNet, path: str | Path) -> Path:
     import onnx
 
     model = onnx.load_from_string(buf.getvalue())
+    # The mean over the sub-pixel looks (a Reshape to (phases, -1, n)) leaves the exporter
+    # unsure of the output's width; it is the shape vector's length.
+    width = model.graph.output[0].type.tensor_type.shape.dim[1]
+    width.ClearField("dim_param")
+    width.dim_value = net.cfg.n_shape
     onnx.checker.check_model(model)
     model.producer_name = "bodyshape"
     model.doc_string = (
-        "bodyshape fused front+side net. FRONT/SIDE uint8 (B,H,W) 0/255, HEIGHT float32 (B,1) m "
+        "bodyshape fused front+side net. FRONT/SIDE uint8 (B,H,W) coverage canvases 0..255, read at "
+        f"{SUBPIXEL_PHASES} sub-pixel phases, HEIGHT float32 (B,1) m "
         f"-> SHAPE float32 (B,{net.cfg.n_shape}); labels: {','.join(net.cfg.shape_labels)}"
     )
     tmp = path.with_suffix(".tmp")

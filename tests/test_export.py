@@ -12,7 +12,7 @@ from bodyshape.body_model import N_VERTICES
 from bodyshape.checkpoint import load_model
 from bodyshape.errors import BodyShapeError
 from bodyshape.paths import MODEL_REPOSITORY, WEIGHTS_DIR
-from bodyshape.silhouette import CANVAS_HW, to_network_input
+from bodyshape.silhouette import CANVAS_HW, SUBPIXEL_PHASES, to_network_input
 from export import onnx_export, tensorrt_build
 from export.export_model import export_all
 from export.triton_repository import (
@@ -42,19 +42,28 @@ def test_onnx_matches_pytorch(net, onnx_path):
     assert parity.max_abs_diff < 1e-4, parity
 
 
-def test_onnx_uint8_conversion_is_to_network_input(net, onnx_path):
-    """Any uint8 value > 0 is body, exactly as in training (not only 0/255)."""
+def test_onnx_reads_coverage_canvases_at_subpixel_phases(net, onnx_path):
+    """The graph's uint8 input is a coverage canvas: its answer is the network's mean over the
+    canvas read at SUBPIXEL_PHASES phases, each pixel body where the moved body covers at least
+    half of it (written out here in exact integers, independently of the graph's arithmetic)."""
     rng = np.random.default_rng(1)
     f, s, h = onnx_export.example_inputs(net, batch=4, seed=3)
-    f = np.where(f > 0, rng.choice([1, 7, 128, 255], f.shape), 0).astype(np.uint8)
+    f = np.where(f > 0, rng.integers(1, 256, f.shape), 0).astype(np.uint8)  # any coverage value
     (got,) = onnx_export.ort_session(onnx_path).run(None, {"FRONT": f, "SIDE": s, "HEIGHT": h})
+
+    def look(canvas: np.ndarray, k: int) -> torch.Tensor:
+        """Coverage of the body moved k/P px, (1 - k/P) c + (k/P) left >= 1/2, times 2 * 255 * P."""
+        c = canvas.astype(np.int64)
+        left = np.concatenate([np.zeros_like(c[..., :1]), c[..., :-1]], -1)
+        n = SUBPIXEL_PHASES
+        return torch.from_numpy((2 * ((n - k) * c + k * left) >= 255 * n).astype(np.float32))[:, None]
+
     with torch.no_grad():
-        ref = net(
-            torch.from_numpy(to_network_input(f))[:, None],
-            torch.from_numpy(to_network_input(s))[:, None],
-            torch.from_numpy(h.reshape(-1)),
-        ).numpy()
+        ref = np.mean([net(look(f, k), look(s, k), torch.from_numpy(h.reshape(-1))).numpy()
+                       for k in range(SUBPIXEL_PHASES)], axis=0)  # fmt: skip
     assert np.abs(got - ref).max() < 1e-4
+    # Look 0 is the training data's 0/1 body.
+    assert np.array_equal(look(f, 0)[:, 0].numpy(), to_network_input(f))
 
 
 def test_onnx_batch_equals_single(onnx_path, net):

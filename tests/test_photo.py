@@ -9,7 +9,7 @@ from PIL import Image
 
 from bodyshape import assets, photo
 from bodyshape.errors import InputImageError
-from bodyshape.silhouette import CANVAS_HW, normalize_silhouette
+from bodyshape.silhouette import CANVAS_HW, body_pixels, normalize_silhouette
 
 needs_u2netp = pytest.mark.skipif(not assets.have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`")
 
@@ -101,7 +101,7 @@ def body_masks():
 
 
 def _iou(a, b) -> float:
-    a, b = a > 0, b > 0
+    a, b = body_pixels(a), body_pixels(b)
     return float((a & b).sum() / (a | b).sum())
 
 

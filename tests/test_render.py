@@ -5,7 +5,15 @@ import pytest
 
 from bodyshape.errors import BodyShapeError
 from bodyshape.render import Camera, project, render_silhouette
-from bodyshape.silhouette import BODY_HEIGHT_PX, CANVAS_HW, bounding_box, normalize_silhouette
+from bodyshape.silhouette import (
+    BODY_HEIGHT_PX,
+    CANVAS_HW,
+    as_canvases,
+    body_pixels,
+    bounding_box,
+    normalize_silhouette,
+    to_network_input,
+)
 
 
 def box_mesh(w: float, d: float, h: float) -> tuple[np.ndarray, np.ndarray]:
@@ -55,12 +63,50 @@ def test_normalisation_is_idempotent_and_keeps_aspect():
         assert n.shape == CANVAS_HW and n.dtype == np.uint8
         np.testing.assert_array_equal(normalize_silhouette(n), n)
         t, b, lft, r = bounding_box(n > 0)
-        if b - t == BODY_HEIGHT_PX:  # height-limited: aspect kept within a pixel
-            assert abs((r - lft) - w * BODY_HEIGHT_PX / h) <= 1.0
+        width = n[t + (b - t) * 3 // 4].sum() / 255  # a full row's coverage: the width, sub-pixel
+        if b - t == BODY_HEIGHT_PX:  # height-limited: the aspect is kept (not rounded to pixels)
+            assert abs(width - w * BODY_HEIGHT_PX / h) <= 0.1
         else:  # too wide: scaled to fit the width
-            assert r - lft == CANVAS_HW[1] - 2
+            assert abs(width - (CANVAS_HW[1] - 2)) <= 0.1
         # centred
         assert abs((t + b) / 2 - CANVAS_HW[0] / 2) <= 1 and abs((lft + r) / 2 - CANVAS_HW[1] / 2) <= 1
+
+
+def test_normalisation_keeps_sub_pixel_edges():
+    """The canvas holds area coverage: a body moved or widened by a fraction of a canvas pixel
+    changes the canvas by that fraction (a 0/1 canvas would round it away), its 0/1 body is the
+    pixels at least half covered, and the body is exactly BODY_HEIGHT_PX rows tall."""
+    src_h, ratio = 560, 560 / BODY_HEIGHT_PX  # 5 source pixels per canvas pixel
+
+    def canvas(width_src: int) -> np.ndarray:
+        img = np.zeros((600, 400), np.uint8)
+        img[20 : 20 + src_h, 100 : 100 + width_src] = 255
+        return normalize_silhouette(img)
+
+    widths = []
+    for w in range(150, 156):  # 150..155 source px: 30.0..31.0 canvas px
+        n = canvas(w)
+        rows = np.flatnonzero(n.any(1))
+        assert len(rows) == BODY_HEIGHT_PX and len(np.flatnonzero(body_pixels(n).any(1))) == BODY_HEIGHT_PX
+        widths.append(n[rows[50]].sum() / 255)
+        if w % 5:  # not a whole number of canvas pixels: a soft edge column
+            assert set(np.unique(n)) - {0, 255}
+        np.testing.assert_array_equal(body_pixels(n), n >= 128)
+    np.testing.assert_allclose(np.diff(widths), 1 / ratio, atol=0.02)  # each source px counts
+    assert not np.array_equal(canvas(150), canvas(151))
+
+
+def test_canvases_in_and_out():
+    """bool and 0/1 masks become 0/255 canvases; float masks are refused (ambiguous)."""
+    m = np.zeros((2, 4, 4), bool)
+    m[0, 1:3, 1:3] = True
+    np.testing.assert_array_equal(as_canvases(m), m * np.uint8(255))
+    np.testing.assert_array_equal(as_canvases(m.astype(np.uint8)), m * np.uint8(255))
+    soft = np.array([[0, 40, 255, 128]], np.uint8)
+    np.testing.assert_array_equal(as_canvases(soft), soft)  # coverage kept
+    np.testing.assert_array_equal(to_network_input(soft), [[0, 0, 1, 1]])
+    with pytest.raises(BodyShapeError, match="uint8"):
+        as_canvases(m.astype(np.float32))
 
 
 def test_normalisation_rejects_empty_masks():

@@ -7,6 +7,7 @@ import pytest
 
 from bodyshape.assets import have_u2netp
 from bodyshape.measurements import MEASUREMENT_NAMES
+from bodyshape.silhouette import normalize_silhouette
 from training.evaluate import split_errors
 from training.splits import MAX_DEFORMATION_M, OFF_MODEL, STANCE, load_split, smooth_deformation
 
@@ -51,7 +52,10 @@ def test_rendered_split_is_deterministic_and_cached(name, tmp_path):
         np.testing.assert_array_equal(a.front, x.front)
         np.testing.assert_array_equal(a.side, x.side)
         np.testing.assert_allclose(a.truth, x.truth)
-    assert a.front.shape[0] == 3 and set(np.unique(a.front)) <= {0, 255}
+    assert a.front.shape[0] == 3 and a.front.dtype == np.uint8
+    # coverage canvases, as normalised (soft edges kept)
+    np.testing.assert_array_equal(normalize_silhouette(a.front[0]), a.front[0])
+    assert set(np.unique(a.front)) - {0, 255}
     h = MEASUREMENT_NAMES.index("height")
     np.testing.assert_allclose(a.height, a.truth[:, h])
 
@@ -124,13 +128,13 @@ def test_evaluate_splits_table_of_the_shipped_model(tmp_path, monkeypatch):
 def test_bare_photo_split_reproduces_the_true_outline(tmp_path):
     """photo_bare: a photo of the bare body through rembg gives the body's own silhouette back."""
     from bodyshape.body_model import get_body_model
-    from bodyshape.silhouette import normalize_silhouette
+    from bodyshape.silhouette import body_pixels, normalize_silhouette
     from demo.synthetic import render_masks
     from training.splits import PHOTO_BARE, SPLIT_SEEDS
 
     split = load_split(PHOTO_BARE, tmp_path, n=1)
     shape = get_body_model().sample_shapes(1, seed=SPLIT_SEEDS[PHOTO_BARE])[0]
     for got, mask in zip((split.front[0], split.side[0]), render_masks(shape), strict=True):
-        want = normalize_silhouette(mask) > 0
-        iou = (want & (got > 0)).sum() / (want | (got > 0)).sum()
+        want, body = body_pixels(normalize_silhouette(mask)), body_pixels(got)
+        iou = (want & body).sum() / (want | body).sum()
         assert iou > 0.85, iou

@@ -46,8 +46,9 @@ def outline_statistics(silhouettes: np.ndarray) -> np.ndarray:
     longest run of body pixels (the torso where the arms stand apart), the number of runs, and
     the left and right edges relative to the body's centre column. (B, H, W) -> (B, 5 * bands)."""
     from bodyshape.correction import PROFILE_LEVELS
+    from bodyshape.silhouette import body_pixels
 
-    masks = np.asarray(silhouettes) > 0
+    masks = body_pixels(silhouettes)
     out = np.zeros((len(masks), 5 * PROFILE_LEVELS), np.float32)
     for i, m in enumerate(masks):
         rows = np.flatnonzero(m.any(1))

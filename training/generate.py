@@ -128,6 +128,7 @@ def make_shard(cfg: DataConfig, shard: int, out_dir: Path, model=None, measurer=
     """Generate and atomically write shard ``shard``."""
     from bodyshape.body_model import get_body_model
     from bodyshape.measurements import get_measurer
+    from bodyshape.silhouette import body_pixels
 
     model = model or get_body_model()
     measurer = measurer or get_measurer()
@@ -150,8 +151,8 @@ def make_shard(cfg: DataConfig, shard: int, out_dir: Path, model=None, measurer=
     write_npz(
         tmp,
         dict(
-            front=np.packbits(np.concatenate(fronts) > 0, axis=-1),
-            side=np.packbits(np.concatenate(sides) > 0, axis=-1),
+            front=np.packbits(body_pixels(np.concatenate(fronts)), axis=-1),
+            side=np.packbits(body_pixels(np.concatenate(sides)), axis=-1),
             shape=shapes.astype(np.float32),
             height=np.concatenate(heights).astype(np.float32),
             measurements=np.concatenate(meas).astype(np.float32),

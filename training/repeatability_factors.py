@@ -1,12 +1,14 @@
 """Where the repeatability scatter comes from: each re-framing factor alone, on rendered masks.
 
-    python -m training.repeatability_factors --n 40 --seed 7777      # ~3 min on 2 cores
+    python -m training.repeatability_factors --n 40 --seed 7777      # ~4 min on 2 cores
+    python -m training.repeatability_factors --phases 1              # the 0/1 body only
 
 The repeatability split (training/splits.py: ``reframe``) changes scale, camera roll, shift,
 brightness and JPEG quality at once, and goes through rembg. Here the masks of ``--n`` bodies
 (capture pose, 560 px tall, no rembg) are changed by one factor at a time before the page's
 normalisation (``normalize_silhouette``), and the network's TTA-mean body is measured (no
-correction, no refit). Printed: each variant's mean shift of chest / waist / hip against the
+correction, no refit), read at ``--phases`` sub-pixel phases (default the product's,
+``SUBPIXEL_PHASES``; 1 reads only the canvas's 0/1 body, as the product did before). Printed: each variant's mean shift of chest / waist / hip against the
 unchanged masks, and the per-person SD over the variants. ``--jitter`` also averages the
 network's shapes over five jittered copies of each normalised pair (identity, roll +-1 deg,
 rescaled by 0.8 and 0.9), to see whether more test-time looks average the scatter away.
@@ -50,12 +52,13 @@ def main() -> None:
     p.add_argument("--n", type=int, default=40)
     p.add_argument("--seed", type=int, default=7777)
     p.add_argument("--jitter", action="store_true", help="also average over five jittered copies of each pair")
+    p.add_argument("--phases", type=int, default=None, help="sub-pixel looks per canvas (default: the product's)")
     a = p.parse_args()
     girths = [MEASUREMENT_NAMES.index(g) for g in ("chest", "waist", "hip")]
     shapes = get_body_model().sample_shapes(a.n, seed=a.seed)
     heights = (1.55 + 0.4 * np.random.default_rng(a.seed).random(a.n)).astype(np.float32)
     masks = [render_masks(s) for s in shapes]
-    predictor = LocalPredictor()
+    predictor = LocalPredictor(phases=a.phases)
 
     def body_px(mask: np.ndarray, px: int) -> np.ndarray:
         rows = np.flatnonzero(mask.any(1))
@@ -84,7 +87,7 @@ def main() -> None:
         return " / ".join(f"{v:.1f}" for v in x)
 
     looks_said = f"{len(looks) * N_TTA} looks" if a.jitter else f"{N_TTA} looks"
-    print(f"per-person SD, chest / waist / hip mm ({a.n} bodies, {looks_said}): roll alone {sd(list(variants)[:5])}; "
+    print(f"per-person SD, chest / waist / hip mm ({a.n} bodies, {looks_said}, {predictor.reader.phases} phases): roll alone {sd(list(variants)[:5])}; "
           f"resolution alone {sd(['unchanged'] + list(variants)[5:])}; all {sd(list(variants))}")
 
 

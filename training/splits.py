@@ -61,7 +61,8 @@ REFRAMES = 10
 SPLIT_CLOTHING = {PHOTO: "fitted", REPEATABILITY: "fitted"}
 #: Largest off-model displacement of the surface, metres.
 MAX_DEFORMATION_M = 0.03
-FORMAT = 1
+#: Version of the cached splits: 2 keeps coverage canvases (sub-pixel edges; 1 kept 0/1 bodies).
+FORMAT = 2
 
 
 @dataclass
@@ -69,8 +70,8 @@ class Split:
     """One evaluation split: network inputs and the truth they must reproduce."""
 
     name: str
-    front: np.ndarray  # (N, H, W) uint8 0/255, normalised
-    side: np.ndarray  # (N, H, W) uint8 0/255, normalised
+    front: np.ndarray  # (N, H, W) uint8 coverage canvases, normalised
+    side: np.ndarray  # (N, H, W) uint8 coverage canvases, normalised
     height: np.ndarray  # (N,) metres, the true height (what the user types)
     truth: np.ndarray  # (N, M) metres, measurements of the true rest mesh (MEASUREMENT_NAMES)
     person: np.ndarray  # (N,) int: which body each row shows (repeatability: 10 rows a body)

@@ -6,7 +6,7 @@ with the CUDA execution provider (``configs/gpu.pbtxt``, ``--model-config-name=g
 ``onnxruntime-gpu``). In NVIDIA's container the native ``tensorrt_plan`` backend can serve
 the same model instead (``configs/tensorrt_plan.pbtxt``).
 
-Inputs:  FRONT uint8 [-1, H, W], SIDE uint8 [-1, H, W] (0/255, body > 0), HEIGHT fp32 [-1, 1] m
+Inputs:  FRONT uint8 [-1, H, W], SIDE uint8 [-1, H, W] (coverage canvases, 0..255), HEIGHT fp32 [-1, 1] m
 Output:  SHAPE fp32 [-1, N_SHAPE]
 
 Triton's core already refuses a wrong dtype, a wrong shape and a batch over max_batch_size.
@@ -25,6 +25,7 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from bodyshape.silhouette import BODY_THRESHOLD
 from bodyshape.triton_backend import execute_batched, input_arrays, model_config, required_parameter
 
 INPUTS = ("FRONT", "SIDE", "HEIGHT")
@@ -107,7 +108,7 @@ class TritonPythonModel:
             if a.dtype != np.uint8 or a.ndim != 3 or a.shape[1:] != self.hw:
                 raise ValueError(
                     f"{name} must be uint8 of shape [batch, {self.hw[0]}, {self.hw[1]}] "
-                    f"(normalised silhouette, 0/255), got {a.dtype} {list(a.shape)}"
+                    f"(normalised silhouette, a coverage canvas), got {a.dtype} {list(a.shape)}"
                 )
         if h.dtype != np.float32 or h.ndim != 2 or h.shape[1] != 1:
             raise ValueError(
@@ -130,9 +131,9 @@ class TritonPythonModel:
             )
         n = f.shape[0]
         for name, a in (("FRONT", f), ("SIDE", s)):
-            empty = np.flatnonzero(a.reshape(n, -1).max(axis=1) == 0)
+            empty = np.flatnonzero(a.reshape(n, -1).max(axis=1) < BODY_THRESHOLD)
             if empty.size:
-                raise ValueError(f"{name} silhouette is empty (all zero) at batch index {empty.tolist()}")
+                raise ValueError(f"{name} silhouette is empty (no pixel half covered) at batch index {empty.tolist()}")
 
     def execute(self, requests):
         # One ONNX Runtime call for the whole dynamic batch.
