@@ -105,10 +105,10 @@ def normalize_silhouette(
 
 
 def body_pixels(silhouettes: np.ndarray) -> np.ndarray:
-    """Coverage canvases (..., H, W) uint8 -> bool: the pixels at least half covered (the 0/1
-    body of the training data, and what the capture checks and previews read)."""
+    """Coverage canvases (..., H, W) uint8 (or 0/1, bool: :func:`as_canvases`) -> bool: the
+    pixels at least half covered (the 0/1 body of the training data and of the capture checks)."""
     s = np.asarray(silhouettes)
-    return s if s.dtype == bool else s >= BODY_THRESHOLD
+    return s if s.dtype == bool else as_canvases(s) >= BODY_THRESHOLD
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:

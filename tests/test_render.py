@@ -102,6 +102,7 @@ def test_canvases_in_and_out():
     m[0, 1:3, 1:3] = True
     np.testing.assert_array_equal(as_canvases(m), m * np.uint8(255))
     np.testing.assert_array_equal(as_canvases(m.astype(np.uint8)), m * np.uint8(255))
+    np.testing.assert_array_equal(body_pixels(m.astype(np.uint8)), m)  # the training sets' unpacked bits
     soft = np.array([[0, 40, 255, 128]], np.uint8)
     np.testing.assert_array_equal(as_canvases(soft), soft)  # coverage kept
     np.testing.assert_array_equal(to_network_input(soft), [[0, 0, 1, 1]])
