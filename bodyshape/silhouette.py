@@ -78,7 +78,8 @@ def normalize_silhouette(
     top, bottom, left, right = bounding_box(cover > 0)
     crop = cover[top:bottom, left:right]
     h, w = crop.shape
-    if cover.shape == canvas_hw and (h == body_height_px or w >= cw - 2):
+    centred = top == (ch - min(h, body_height_px)) // 2 and abs((left + right) / 2 - cw / 2) <= 1
+    if cover.shape == canvas_hw and centred and (h == body_height_px or w >= cw - 2):
         return np.where(cover > 0, np.clip(np.rint(cover * 255), 1, 255), 0).astype(np.uint8)  # normalised already
     scale = min(body_height_px / h, (cw - 2) / w)
     th = math.ceil(h * scale - 1e-9)  # the body's rows: exactly body_height_px unless too wide
