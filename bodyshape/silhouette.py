@@ -39,12 +39,12 @@ def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 def _coverage(mask: np.ndarray) -> np.ndarray:
     """Any mask -> float32 share of each pixel covered by the body, 0..1.
 
-    uint8 masks with values above 1 are read as coverage in 0..255 (a binary 0/255 mask is 0 or
-    1 everywhere; a normalised silhouette keeps its sub-pixel edges); anything else is body
-    where > 0."""
+    uint8 and bool masks are read as :func:`as_canvases` reads them (coverage in 0..255; 0/1
+    and bool masks binary), so a normalised silhouette keeps its sub-pixel edges; anything else
+    is body where > 0."""
     m = np.asarray(mask)
-    if m.dtype == np.uint8 and m.max(initial=0) > 1:
-        return m.astype(np.float32) / 255.0
+    if m.dtype in (np.uint8, np.bool_):
+        return as_canvases(m).astype(np.float32) / 255.0
     return (m > 0).astype(np.float32)
 
 
@@ -108,8 +108,7 @@ def normalize_silhouette(
 def body_pixels(silhouettes: np.ndarray) -> np.ndarray:
     """Coverage canvases (..., H, W) uint8 (or 0/1, bool: :func:`as_canvases`) -> bool: the
     pixels at least half covered (the 0/1 body of the training data and of the capture checks)."""
-    s = np.asarray(silhouettes)
-    return s if s.dtype == bool else as_canvases(s) >= BODY_THRESHOLD
+    return as_canvases(silhouettes) >= BODY_THRESHOLD
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
