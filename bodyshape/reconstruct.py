@@ -96,6 +96,9 @@ class LocalPredictor:
     ``phases``: sub-pixel looks per canvas (default the product's; 1 reads the 0/1 body only,
     as before the sub-pixel reader, for comparisons)."""
 
+    #: Canvas pairs per network call (each is ``phases`` looks).
+    BATCH = 32
+
     def __init__(self, weights: str | None = None, phases: int | None = None) -> None:
         from bodyshape.checkpoint import load_model
         from bodyshape.nets import SubpixelReader
@@ -112,6 +115,9 @@ class LocalPredictor:
         f = torch.from_numpy(as_canvases(front))
         s = torch.from_numpy(as_canvases(side))
         h = torch.from_numpy(check_height_m(height_m))
-        out = self.reader(f, s, h).numpy()
+        # a bounded batch: each canvas is PHASES network inputs, and thousands at once thrash the
+        # caches (and memory) for no gain; rows are independent (eval mode), so the result is the same
+        out = torch.cat([self.reader(f[i : i + self.BATCH], s[i : i + self.BATCH], h[i : i + self.BATCH])
+                         for i in range(0, len(f), self.BATCH)]).numpy() if len(f) else np.zeros((0, N_SHAPE), np.float32)
         assert out.shape[1] == N_SHAPE
         return out

@@ -232,3 +232,17 @@ def test_committed_repository_is_up_to_date(tmp_path):
             }, f"{rel} differs: run `bodyshape export`"
         else:
             assert committed.read_bytes() == f.read_bytes(), f"{rel} differs: run `bodyshape export`"
+
+
+def test_local_predictor_reads_in_bounded_batches(monkeypatch):
+    """``LocalPredictor`` runs the network a few canvases at a time (each is SUBPIXEL_PHASES
+    looks): the answer is the one of a single call over the whole batch, and none is none."""
+    from bodyshape.body_model import N_SHAPE
+    from bodyshape.reconstruct import LocalPredictor
+
+    local = LocalPredictor()
+    f, s, h = onnx_export.example_inputs(local.model, batch=5, seed=8)
+    whole = local.predict_shape(f, s, h.reshape(-1))
+    monkeypatch.setattr(LocalPredictor, "BATCH", 2)
+    assert np.abs(local.predict_shape(f, s, h.reshape(-1)) - whole).max() < 1e-5
+    assert local.predict_shape(f[:0], s[:0], h.reshape(-1)[:0]).shape == (0, N_SHAPE)

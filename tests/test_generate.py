@@ -165,3 +165,26 @@ def test_default_pose_is_unchanged_and_wide_is_its_own_reproducible_dataset(smal
     with pytest.raises(BodyShapeError, match="pose_ranges"):  # a capture dataset is not resumed as wide
         generate(DataConfig(n=4, seed=3, shard_size=4, pose_ranges=POSES["wide"]), tmp_path / "capture", workers=1,
                  progress=False)
+
+
+def test_coverage_sets_store_the_canvases_whose_bodies_the_bits_sets_store(small, tmp_path):
+    """``silhouettes="coverage"`` keeps the uint8 canvases (soft edges) of the same renders: their
+    0/1 bodies are exactly the bits set's, the manifest says so, and a bits set is not resumed as one."""
+    cfg, out = small
+    cov = DataConfig(n=4, seed=3, shard_size=4, silhouettes="coverage")
+    generate(cov, tmp_path / "cov", workers=1, progress=False)
+    bits, canvases = load_dataset(out, limit=4), load_dataset(tmp_path / "cov")
+    assert not bits.coverage and canvases.coverage
+    assert canvases.front.shape == (4, 128, 96) and canvases.front.dtype == np.uint8
+    for view in ("front", "side"):
+        stored = getattr(canvases, view)
+        soft = (stored > 0) & (stored < 255)
+        assert soft.sum() > 4 * 100  # every outline pixel partly covered, not a 0/1 step
+        np.testing.assert_array_equal(canvases.unpack(stored), bits.unpack(getattr(bits, view)))
+        np.testing.assert_array_equal(canvases.canvases(stored), stored)
+        np.testing.assert_array_equal(bits.canvases(getattr(bits, view)), bits.unpack(getattr(bits, view)) * 255)
+    np.testing.assert_array_equal(canvases.shape, bits.shape)
+    assert json.loads((tmp_path / "cov" / "manifest.json").read_text())["config"]["silhouettes"] == "coverage"
+    assert "silhouettes" not in json.loads((out / "manifest.json").read_text())["config"]  # old manifests resume
+    with pytest.raises(BodyShapeError, match="silhouettes"):
+        generate(DataConfig(n=4, seed=3, shard_size=4), tmp_path / "cov", workers=1, progress=False)

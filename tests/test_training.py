@@ -27,7 +27,8 @@ def digests(folder: Path) -> dict[str, str]:
 def trained(tmp_path_factory):
     """Train every stage with the run given by name, in a RUNS_DIR of its own."""
     root = tmp_path_factory.mktemp("train")
-    generate(DataConfig(n=240, seed=5, shard_size=120), root / "data", workers=1, progress=False)
+    # coverage canvases: the network trains on their 0/1 bodies, fit-correction reads them whole
+    generate(DataConfig(n=240, seed=5, shard_size=120, silhouettes="coverage"), root / "data", workers=1, progress=False)
     cfg = TrainConfig(
         data=str(root / "data"), out="tiny",
         val_size=40, batch_size=32, epoch_samples=160, threads=2,
@@ -297,3 +298,8 @@ def test_fit_correction_writes_a_correction_for_the_given_weights(trained, tmp_p
     shutil.copy(Path(cfg.out) / "weights" / "fused_scratch.safetensors", weights / "fused.safetensors")
     assert cli_main(args) == 2
     assert "holds features of other data, weights or measurement definitions" in capsys.readouterr().err
+    # a set of 0/1 bodies lacks the sub-pixel edges the page's canvases have: refused
+    generate(DataConfig(n=4, seed=5, shard_size=4), tmp_path / "bits", workers=1, progress=False)
+    assert cli_main(["fit-correction", "--data", str(tmp_path / "bits"), "--weights", str(weights),
+                     "--cache", str(tmp_path / "cache3")]) == 2  # fmt: skip
+    assert "--silhouettes coverage" in capsys.readouterr().err

@@ -65,6 +65,11 @@ class DataConfig:
     camera: CameraJitter = CameraJitter()
     noise: MaskNoise = MaskNoise()
     p_flip: float = 0.5  # mirror image: people turn left or right for the side photo
+    #: What a shard stores of each canvas (:mod:`training.generate`): ``bits``, the 0/1 body the
+    #: network trains on, bit-packed (8x smaller: the training sets); or ``coverage``, the whole
+    #: uint8 coverage canvas the page reads (the sets that judge or calibrate the shipped reader:
+    #: test sets, the correction's set).
+    silhouettes: str = "bits"
 
 
 # ----------------------------------------------------------------------------- training stages
@@ -147,10 +152,13 @@ def config_to_json(cfg: object) -> dict:
 
 def data_config_to_json(cfg: DataConfig) -> dict:
     """A :class:`DataConfig` as stored in a dataset's manifest. Without ``pose_ranges`` it is
-    left out, so capture-pose datasets made before it existed keep their manifest and resume."""
+    left out, and so is ``silhouettes`` when it is ``bits``, so datasets made before either
+    existed keep their manifest and resume."""
     out = config_to_json(cfg)
     if out.get("pose_ranges") is None:
         out.pop("pose_ranges", None)
+    if out.get("silhouettes") == "bits":
+        out.pop("silhouettes")
     return out
 
 

@@ -143,7 +143,7 @@ def main() -> None:
     def silhouettes(name: str) -> tuple[np.ndarray, np.ndarray]:
         if name == "train":
             part = load_dataset(a.train, limit=RICH_ROWS)
-            return part.unpack(part.front), part.unpack(part.side)
+            return part.canvases(part.front), part.canvases(part.side)
         split = load_split(name, a.calib, *CALIBRATION_SPLITS[name])
         return split.front, split.side
 

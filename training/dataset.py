@@ -13,9 +13,10 @@ from bodyshape.errors import BodyShapeError
 
 @dataclass
 class SilhouetteDataset:
-    """All shards of a dataset in memory; silhouettes stay bit-packed until a batch is read."""
+    """All shards of a dataset in memory; silhouettes stay as stored (bit-packed or coverage
+    canvases, :attr:`training.config.DataConfig.silhouettes`) until a batch is read."""
 
-    front: np.ndarray  # (N, H, W/8) uint8 packed
+    front: np.ndarray  # (N, H, W/8) uint8 packed, or (N, H, W) uint8 coverage
     side: np.ndarray
     shape: np.ndarray  # (N, S) float32
     height: np.ndarray  # (N,) metres
@@ -29,9 +30,24 @@ class SilhouetteDataset:
     def canvas_hw(self) -> tuple[int, int]:
         return tuple(self.manifest["canvas_hw"])
 
-    def unpack(self, packed: np.ndarray) -> np.ndarray:
-        """(B, H, W/8) packed -> (B, H, W) uint8 0/1."""
-        return np.unpackbits(packed, axis=-1, count=self.canvas_hw[1])
+    @property
+    def coverage(self) -> bool:
+        """Whether the shards store coverage canvases (else bit-packed 0/1 bodies)."""
+        return self.manifest.get("config", {}).get("silhouettes", "bits") == "coverage"
+
+    def unpack(self, stored: np.ndarray) -> np.ndarray:
+        """Stored silhouettes -> (B, H, W) uint8 0/1: the body the network trains on
+        (:func:`bodyshape.silhouette.body_pixels` of a coverage canvas)."""
+        from bodyshape.silhouette import body_pixels
+
+        if self.coverage:
+            return body_pixels(stored).astype(np.uint8)
+        return np.unpackbits(stored, axis=-1, count=self.canvas_hw[1])
+
+    def canvases(self, stored: np.ndarray) -> np.ndarray:
+        """Stored silhouettes -> (B, H, W) uint8 canvases as the page reads them: coverage when
+        stored, else the 0/1 body as 0/255 (no sub-pixel detail)."""
+        return np.array(stored, dtype=np.uint8) if self.coverage else self.unpack(stored) * np.uint8(255)
 
     def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         return {

@@ -1,6 +1,6 @@
 """``bodyshape fit-correction``: fit the measurement correction (bodyshape/correction.py).
 
-    bodyshape generate --pose wide --n 30000 --seed 41 --out data/train_wide   # once, ~17 min on 2 cores
+    bodyshape generate --pose wide --silhouettes coverage --n 30000 --seed 41 --out data/train_wide   # once, ~17 min
     bodyshape fit-correction --data data/train_wide                              # ~35 min of features + 3 min
 
 The shipped shape network reads each pair of the dataset (four looks, as the page does); its
@@ -54,7 +54,7 @@ def features(predictor, ds, rows: slice) -> dict[str, np.ndarray]:
     from bodyshape.uncertainty import tta_inputs, tta_measure
 
     part = ds.select(rows)
-    front, side = part.unpack(part.front) * 255, part.unpack(part.side) * 255
+    front, side = part.canvases(part.front), part.canvases(part.side)
     res = tta_measure(predictor.predict_shape(*tta_inputs(front, side, part.height)), None, part.height)
     truth = get_measurer().batch(mesh_from_shape(part.shape, part.height))
     return {"inputs": correction_inputs(res.measurements, res.shape, part.height, front, side),
@@ -105,6 +105,10 @@ def cached_features(weights: Path, data: Path, n: int, cache: Path, workers: int
     from training.pool import run_jobs
 
     ds = load_dataset(data, limit=n)
+    if not ds.coverage:
+        raise BodyShapeError(f"{data} stores 0/1 bodies, not the coverage canvases the page reads: the correction "
+                             "would be fitted without the sub-pixel edges it is applied to. Generate it with "
+                             "`bodyshape generate ... --silhouettes coverage`")
     cache.mkdir(parents=True, exist_ok=True)
     key = {"data": str(data), "seed": ds.manifest.get("config", {}).get("seed"), "weights_sha256": file_sha256(weights),
            "definitions": DEFINITIONS_VERSION}  # the truth and the network's measurements are measured

@@ -6,7 +6,8 @@ Layout of an output folder::
     shard_00000.npz          samples [0, shard_size), compressed
     shard_00001.npz          ...
 
-Each shard holds ``front`` and ``side`` (N, H, W/8) bit-packed normalised silhouettes,
+Each shard holds ``front`` and ``side``: the normalised silhouettes, (N, H, W/8) bit-packed 0/1
+bodies, or with ``silhouettes="coverage"`` (N, H, W) uint8 coverage canvases,
 ``shape`` (N, N_SHAPE), ``height`` (N,) metres and ``measurements`` (N, M) metres (rest pose).
 Shard ``i`` is a pure function of (config, seed, i): the same arguments give the same bytes
 whatever the number of workers, and an interrupted run resumes by skipping finished shards
@@ -128,7 +129,6 @@ def make_shard(cfg: DataConfig, shard: int, out_dir: Path, model=None, measurer=
     """Generate and atomically write shard ``shard``."""
     from bodyshape.body_model import get_body_model
     from bodyshape.measurements import get_measurer
-    from bodyshape.silhouette import body_pixels
 
     model = model or get_body_model()
     measurer = measurer or get_measurer()
@@ -151,8 +151,8 @@ def make_shard(cfg: DataConfig, shard: int, out_dir: Path, model=None, measurer=
     write_npz(
         tmp,
         dict(
-            front=np.packbits(body_pixels(np.concatenate(fronts)), axis=-1),
-            side=np.packbits(body_pixels(np.concatenate(sides)), axis=-1),
+            front=stored_silhouettes(np.concatenate(fronts), cfg.silhouettes),
+            side=stored_silhouettes(np.concatenate(sides), cfg.silhouettes),
             shape=shapes.astype(np.float32),
             height=np.concatenate(heights).astype(np.float32),
             measurements=np.concatenate(meas).astype(np.float32),
@@ -161,6 +161,17 @@ def make_shard(cfg: DataConfig, shard: int, out_dir: Path, model=None, measurer=
     )
     os.replace(tmp, path)
     return path
+
+
+def stored_silhouettes(canvases: np.ndarray, silhouettes: str) -> np.ndarray:
+    """Coverage canvases (N, H, W) uint8 -> what a shard stores (:attr:`DataConfig.silhouettes`)."""
+    from bodyshape.silhouette import body_pixels
+
+    if silhouettes == "coverage":
+        return np.ascontiguousarray(canvases, dtype=np.uint8)
+    if silhouettes == "bits":
+        return np.packbits(body_pixels(canvases), axis=-1)
+    raise BodyShapeError(f"silhouettes must be 'bits' or 'coverage', got {silhouettes!r}")
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -253,6 +264,8 @@ def generate(cfg: DataConfig, out_dir: str | Path, workers: int | None = None, p
         raise BodyShapeError(f"--n must be a positive number of samples, got {cfg.n}")
     if cfg.shard_size <= 0:
         raise BodyShapeError(f"--shard-size must be positive, got {cfg.shard_size}")
+    if cfg.silhouettes not in ("bits", "coverage"):
+        raise BodyShapeError(f"--silhouettes must be 'bits' or 'coverage', got {cfg.silhouettes!r}")
     out = Path(out_dir)
     _writable_output(out)
     manifest_path = out / "manifest.json"
@@ -298,6 +311,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pose", choices=tuple(POSES), default="capture",
                    help="pose distribution: the capture pose with the training jitter (data/train, the shipped "
                         "model), or wide: also stance, arms, lean and yaw over the evaluation splits' ranges")
+    p.add_argument("--silhouettes", choices=("bits", "coverage"), default="bits",
+                   help="store the 0/1 bodies bit-packed (training sets) or the uint8 coverage canvases the page "
+                        "reads (test sets, the correction's set: 8x larger)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -305,7 +321,8 @@ def run(args: argparse.Namespace) -> int:
     from bodyshape.augment import NO_NOISE, MaskNoise
 
     noise = {"default": MaskNoise(), "strong": MaskNoise().stronger(), "none": NO_NOISE}[args.noise]
-    cfg = DataConfig(n=args.n, seed=args.seed, shard_size=args.shard_size, noise=noise, pose_ranges=POSES[args.pose])
+    cfg = DataConfig(n=args.n, seed=args.seed, shard_size=args.shard_size, noise=noise, pose_ranges=POSES[args.pose],
+                     silhouettes=args.silhouettes)
     out = args.out or paths.DATA_DIR / DEFAULT_OUT.format(seed=args.seed, n=args.n)
     m = generate(cfg, out, workers=args.workers)
     r = m["last_run"]

@@ -5,7 +5,7 @@ split here is generated from its own seed (never used for training data, which u
 and 3), deterministically, and cached under ``data/eval/``:
 
 ==================  =========================================================================
-in_distribution     the held-out test set (``bodyshape generate --n 1000 --seed 1``): capture
+in_distribution     the held-out test set (``bodyshape generate --n 1000 --seed 1 --silhouettes coverage``): capture
                     pose, training jitter, training mask noise.
 stance              feet from together (thighs touching, then overlapping: -12 deg per leg) to
                     wide (+15 deg), well beyond the training jitter (SD 3 deg).
@@ -274,10 +274,16 @@ def _in_distribution(n: int, seed: int, folder: Path) -> Split:
     from training.generate import generate
 
     if not (folder / "manifest.json").exists():
-        generate(dataclasses.replace(DataConfig(), n=n, seed=seed), folder)
+        generate(test_set_config(n, seed), folder)
     ds = load_dataset(folder, limit=n)
     truth = get_measurer().batch(true_meshes(ds))
-    return Split(IN_DISTRIBUTION, ds.unpack(ds.front), ds.unpack(ds.side), ds.height.copy(), truth, np.arange(len(ds)))
+    return Split(IN_DISTRIBUTION, ds.canvases(ds.front), ds.canvases(ds.side), ds.height.copy(), truth, np.arange(len(ds)))
+
+
+def test_set_config(n: int, seed: int) -> DataConfig:
+    """The held-out test set's configuration: the training data's, with the coverage canvases
+    the page reads stored (``bodyshape generate --silhouettes coverage``)."""
+    return dataclasses.replace(DataConfig(), n=n, seed=seed, silhouettes="coverage")
 
 
 def _same_test_set(test_set: str | Path | None, n: int, seed: int) -> Path | None:
@@ -289,7 +295,7 @@ def _same_test_set(test_set: str | Path | None, n: int, seed: int) -> Path | Non
 
     manifest = json.loads((Path(test_set) / "manifest.json").read_text())
     stored = manifest.get("config", {})
-    want = data_config_to_json(dataclasses.replace(DataConfig(), n=stored.get("n", -1), seed=seed))
+    want = data_config_to_json(test_set_config(stored.get("n", -1), seed))
     same = not config_differences(stored, want)  # the generator's own comparison of manifests
     return Path(test_set) if manifest.get("complete") and same and want["n"] >= n else None
 
@@ -327,7 +333,7 @@ def load_split(
     n = SPLIT_SIZES[name] if n is None else n
     seed = SPLIT_SEEDS[name] if seed is None else seed
     if name == IN_DISTRIBUTION:
-        return _in_distribution(n, seed, _same_test_set(test_set, n, seed) or folder / f"{name}_seed{seed}")
+        return _in_distribution(n, seed, _same_test_set(test_set, n, seed) or folder / f"{name}_seed{seed}_coverage")
     path = folder / f"{name}_n{n}_seed{seed}_v{FORMAT}.npz"
     if not path.exists():
         from training.generate import write_npz
