@@ -3,6 +3,7 @@ splits): the table "Chosen on the calibration splits" in docs/evaluation.md.
 
     bodyshape fit-correction                      # fills runs/correction with the training rows' features
     python -m training.correction_ablation        # ~40 min on 2 cores (the calibration splits' features, then the fits)
+    python -m training.correction_ablation --files A.safetensors B.safetensors   # saved corrections, side by side
 
 Chest / waist / hip MAE (bias in brackets), mm, of the corrected measurements before the refit.
 """
@@ -23,13 +24,15 @@ NO_PROFILE = len(MEASUREMENT_NAMES) + 20 + 1
 
 def calibration_features(weights: Path, data: Path, cache: Path) -> dict[str, dict[str, np.ndarray]]:
     from bodyshape.correction import correction_inputs
+    from bodyshape.uncertainty import file_sha256
     from training.calibrate_intervals import CALIBRATION_SPLITS
     from training.evaluate import predict_measurements
-    from training.splits import load_split
+    from training.splits import FORMAT, load_split
 
     out = {}
+    tag = f"v{FORMAT}_{file_sha256(weights)[:12]}"  # the splits' canvases and the network they were read with
     for name, (n, seed) in CALIBRATION_SPLITS.items():
-        path = cache / f"calib_{name}.npz"
+        path = cache / f"calib_{name}_{tag}.npz"
         if not path.exists():
             split = load_split(name, data, n=n, seed=seed)
             p = predict_measurements(weights, split)
@@ -121,6 +124,30 @@ VARIANTS = {
 RICH_ROWS = 15000
 
 
+def cells(calib: dict[str, dict[str, np.ndarray]], change) -> str:
+    """One table row's cells: chest / waist / hip MAE (bias) of the corrected measurements,
+    mm, per calibration split; ``change``: set -> corrected-minus-point, metres."""
+    out = []
+    for z in calib.values():
+        e = (z["point"] + change(z) - z["truth"])[:, GIRTHS] * 1000
+        out.append(" / ".join(f"{np.abs(e[:, j]).mean():.1f}" for j in range(3))
+                   + " (" + " / ".join(f"{e[:, j].mean():+.1f}" for j in range(3)) + ")")
+    return " | ".join(out)
+
+
+def judge_files(files: list[Path], calib: dict[str, dict[str, np.ndarray]]) -> None:
+    """The table's rows for saved corrections (e.g. the one before a refit and the refit)."""
+    from bodyshape.correction import MeasurementCorrection
+
+    print("| correction | " + " | ".join(calib) + " |")
+    print("|---|" + "---|" * len(calib))
+    print("| none (the network, four looks) | " + cells(calib, lambda z: 0.0) + " |")
+    for path in files:
+        model = MeasurementCorrection.load(path)
+        print(f"| {path} ({model.info.get('trained_on', '?')}) | "
+              + cells(calib, lambda z, m=model: m.change(z["inputs"])) + " |", flush=True)
+
+
 def main() -> None:
     from bodyshape.paths import WEIGHTS_DIR
     from training.calibrate_intervals import CALIBRATION_SPLITS
@@ -133,9 +160,14 @@ def main() -> None:
     p.add_argument("--cache", type=Path, default=Path("runs/correction"))
     p.add_argument("--calib", type=Path, default=Path("data/calib"))
     p.add_argument("--only", nargs="*", default=None, help="rows whose label contains one of these (default: all)")
+    p.add_argument("--files", nargs="*", type=Path, default=None,
+                   help="judge these saved corrections (correction.safetensors files) instead of fitting the variants")
     a = p.parse_args()
     variants = {k: v for k, v in VARIANTS.items() if not a.only or any(o in k for o in a.only)}
     weights = WEIGHTS_DIR / "fused.safetensors"
+    if a.files is not None:
+        judge_files(a.files, calibration_features(weights, a.calib, a.cache))
+        return
     # the training rows' features the rows need (`bodyshape fit-correction --n` caches them)
     train = cached_features(weights, a.train, max(v["rows"] for v in variants.values()), a.cache)
     calib = calibration_features(weights, a.calib, a.cache)
@@ -150,19 +182,11 @@ def main() -> None:
     if any(v.get("key") == "rich" for v in variants.values()):
         with_outline_statistics({"train": train, **calib}, silhouettes, a.cache)
 
-    def cells(change) -> str:
-        out = []
-        for z in calib.values():
-            e = (z["point"] + change(z) - z["truth"])[:, GIRTHS] * 1000
-            out.append(" / ".join(f"{np.abs(e[:, j]).mean():.1f}" for j in range(3))
-                       + " (" + " / ".join(f"{e[:, j].mean():+.1f}" for j in range(3)) + ")")
-        return " | ".join(out)
-
     print("| correction | " + " | ".join(calib) + " |")
     print("|---|" + "---|" * len(calib))
-    print("| none (the network, four looks) | " + cells(lambda z: 0.0) + " |", flush=True)
+    print("| none (the network, four looks) | " + cells(calib, lambda z: 0.0) + " |", flush=True)
     for label, v in variants.items():
-        print(f"| {label} | " + cells(fit(train, **v)) + " |", flush=True)
+        print(f"| {label} | " + cells(calib, fit(train, **v)) + " |", flush=True)
 
 
 if __name__ == "__main__":
