@@ -1,7 +1,7 @@
 """``bodyshape fit-correction``: fit the measurement correction (bodyshape/correction.py).
 
-    bodyshape generate --pose wide --silhouettes coverage --n 30000 --seed 41 --out data/train_wide   # once, ~17 min
-    bodyshape fit-correction --data data/train_wide                              # ~35 min of features + 3 min
+    bodyshape generate --pose wide --silhouettes coverage --n 30000 --seed 41 --out data/train_wide  # ~9 min
+    bodyshape fit-correction --data data/train_wide   # ~50 min of features (4 looks x 8 phases a pair) + 3 min
 
 The shipped shape network reads each pair of the dataset (four looks, as the page does); its
 mean body's measurements, shape numbers, the height and the outlines' profiles are the inputs,
