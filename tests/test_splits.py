@@ -86,20 +86,23 @@ def test_in_distribution_split_reuses_the_held_out_test_set(tmp_path):
 
     from training.config import DataConfig
     from training.generate import generate
-    from training.splits import IN_DISTRIBUTION
+    from training.splits import IN_DISTRIBUTION, test_set_config
 
     test = tmp_path / "test"
-    generate(dataclasses.replace(DataConfig(), n=4, seed=1), test, workers=1, progress=False)
+    generate(test_set_config(4, 1), test, workers=1, progress=False)
     split = load_split(IN_DISTRIBUTION, tmp_path / "eval", n=4, test_set=test)
     assert not (tmp_path / "eval").exists()  # nothing generated again
+    assert ((split.front > 0) & (split.front < 255)).any()  # the coverage canvases the page reads
     again = load_split(IN_DISTRIBUTION, tmp_path / "eval", n=4)  # without it: made from the seed
     np.testing.assert_array_equal(split.front, again.front)
     np.testing.assert_allclose(split.truth, again.truth)
-    other = tmp_path / "other"
-    generate(dataclasses.replace(DataConfig(), n=4, seed=5), other, workers=1, progress=False)
-    # a test set of another seed is not the in-distribution split: ignored, the split is made
-    np.testing.assert_array_equal(load_split(IN_DISTRIBUTION, tmp_path / "eval2", n=4, test_set=other).front, split.front)
-    assert (tmp_path / "eval2").exists()
+    # a test set of another seed, or of 0/1 bodies, is not the in-distribution split: ignored, the split is made
+    for k, cfg in enumerate((test_set_config(4, 5), dataclasses.replace(DataConfig(), n=4, seed=1))):
+        other = tmp_path / f"other{k}"
+        generate(cfg, other, workers=1, progress=False)
+        np.testing.assert_array_equal(load_split(IN_DISTRIBUTION, tmp_path / f"eval{k}", n=4, test_set=other).front,
+                                      split.front)  # fmt: skip
+        assert (tmp_path / f"eval{k}").exists()
 
 
 def test_evaluate_splits_table_of_the_shipped_model(tmp_path, monkeypatch):
