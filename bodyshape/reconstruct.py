@@ -115,9 +115,11 @@ class LocalPredictor:
         f = torch.from_numpy(as_canvases(front))
         s = torch.from_numpy(as_canvases(side))
         h = torch.from_numpy(check_height_m(height_m))
-        # a bounded batch: each canvas is PHASES network inputs, and thousands at once thrash the
+        if not len(f):
+            return np.zeros((0, N_SHAPE), np.float32)
+        # a bounded batch: each canvas is `phases` network inputs, and thousands at once thrash the
         # caches (and memory) for no gain; rows are independent (eval mode), so the result is the same
-        out = torch.cat([self.reader(f[i : i + self.BATCH], s[i : i + self.BATCH], h[i : i + self.BATCH])
-                         for i in range(0, len(f), self.BATCH)]).numpy() if len(f) else np.zeros((0, N_SHAPE), np.float32)
+        b = self.BATCH
+        out = torch.cat([self.reader(f[i : i + b], s[i : i + b], h[i : i + b]) for i in range(0, len(f), b)]).numpy()
         assert out.shape[1] == N_SHAPE
         return out

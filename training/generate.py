@@ -163,15 +163,19 @@ def make_shard(cfg: DataConfig, shard: int, out_dir: Path, model=None, measurer=
     return path
 
 
+#: What a shard can store of each canvas (:attr:`training.config.DataConfig.silhouettes`).
+SILHOUETTE_STORES = ("bits", "coverage")
+
+
 def stored_silhouettes(canvases: np.ndarray, silhouettes: str) -> np.ndarray:
     """Coverage canvases (N, H, W) uint8 -> what a shard stores (:attr:`DataConfig.silhouettes`)."""
     from bodyshape.silhouette import body_pixels
 
+    if silhouettes not in SILHOUETTE_STORES:
+        raise BodyShapeError(f"--silhouettes must be one of {', '.join(SILHOUETTE_STORES)}, got {silhouettes!r}")
     if silhouettes == "coverage":
         return np.ascontiguousarray(canvases, dtype=np.uint8)
-    if silhouettes == "bits":
-        return np.packbits(body_pixels(canvases), axis=-1)
-    raise BodyShapeError(f"silhouettes must be 'bits' or 'coverage', got {silhouettes!r}")
+    return np.packbits(body_pixels(canvases), axis=-1)
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -264,8 +268,7 @@ def generate(cfg: DataConfig, out_dir: str | Path, workers: int | None = None, p
         raise BodyShapeError(f"--n must be a positive number of samples, got {cfg.n}")
     if cfg.shard_size <= 0:
         raise BodyShapeError(f"--shard-size must be positive, got {cfg.shard_size}")
-    if cfg.silhouettes not in ("bits", "coverage"):
-        raise BodyShapeError(f"--silhouettes must be 'bits' or 'coverage', got {cfg.silhouettes!r}")
+    stored_silhouettes(np.zeros((0, 1, 8), np.uint8), cfg.silhouettes)  # refuse an unknown store before any work
     out = Path(out_dir)
     _writable_output(out)
     manifest_path = out / "manifest.json"
@@ -311,7 +314,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pose", choices=tuple(POSES), default="capture",
                    help="pose distribution: the capture pose with the training jitter (data/train, the shipped "
                         "model), or wide: also stance, arms, lean and yaw over the evaluation splits' ranges")
-    p.add_argument("--silhouettes", choices=("bits", "coverage"), default="bits",
+    p.add_argument("--silhouettes", choices=SILHOUETTE_STORES, default="bits",
                    help="store the 0/1 bodies bit-packed (training sets) or the uint8 coverage canvases the page "
                         "reads (test sets, the correction's set: 8x larger)")
 
