@@ -135,13 +135,18 @@ def cells(calib: dict[str, dict[str, np.ndarray]], change) -> str:
     return " | ".join(out)
 
 
+def print_head(calib: dict[str, dict[str, np.ndarray]]) -> None:
+    """The table's header and its first row: the network's measurements, uncorrected."""
+    print("| correction | " + " | ".join(calib) + " |")
+    print("|---|" + "---|" * len(calib))
+    print("| none (the network, four looks) | " + cells(calib, lambda z: 0.0) + " |", flush=True)
+
+
 def judge_files(files: list[Path], calib: dict[str, dict[str, np.ndarray]]) -> None:
     """The table's rows for saved corrections (e.g. the one before a refit and the refit)."""
     from bodyshape.correction import MeasurementCorrection
 
-    print("| correction | " + " | ".join(calib) + " |")
-    print("|---|" + "---|" * len(calib))
-    print("| none (the network, four looks) | " + cells(calib, lambda z: 0.0) + " |")
+    print_head(calib)
     for path in files:
         model = MeasurementCorrection.load(path)
         print(f"| {path} ({model.info.get('trained_on', '?')}) | "
@@ -182,9 +187,7 @@ def main() -> None:
     if any(v.get("key") == "rich" for v in variants.values()):
         with_outline_statistics({"train": train, **calib}, silhouettes, a.cache)
 
-    print("| correction | " + " | ".join(calib) + " |")
-    print("|---|" + "---|" * len(calib))
-    print("| none (the network, four looks) | " + cells(calib, lambda z: 0.0) + " |", flush=True)
+    print_head(calib)
     for label, v in variants.items():
         print(f"| {label} | " + cells(calib, fit(train, **v)) + " |", flush=True)
 

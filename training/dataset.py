@@ -47,7 +47,9 @@ class SilhouetteDataset:
     def canvases(self, stored: np.ndarray) -> np.ndarray:
         """Stored silhouettes -> (B, H, W) uint8 canvases as the page reads them: coverage when
         stored, else the 0/1 body as 0/255 (no sub-pixel detail)."""
-        return np.array(stored, dtype=np.uint8) if self.coverage else self.unpack(stored) * np.uint8(255)
+        from bodyshape.silhouette import as_canvases
+
+        return np.array(stored, dtype=np.uint8) if self.coverage else as_canvases(self.unpack(stored).astype(bool))
 
     def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         return {

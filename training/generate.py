@@ -167,12 +167,16 @@ def make_shard(cfg: DataConfig, shard: int, out_dir: Path, model=None, measurer=
 SILHOUETTE_STORES = ("bits", "coverage")
 
 
+def check_silhouette_store(silhouettes: str) -> None:
+    if silhouettes not in SILHOUETTE_STORES:
+        raise BodyShapeError(f"--silhouettes must be one of {', '.join(SILHOUETTE_STORES)}, got {silhouettes!r}")
+
+
 def stored_silhouettes(canvases: np.ndarray, silhouettes: str) -> np.ndarray:
     """Coverage canvases (N, H, W) uint8 -> what a shard stores (:attr:`DataConfig.silhouettes`)."""
     from bodyshape.silhouette import body_pixels
 
-    if silhouettes not in SILHOUETTE_STORES:
-        raise BodyShapeError(f"--silhouettes must be one of {', '.join(SILHOUETTE_STORES)}, got {silhouettes!r}")
+    check_silhouette_store(silhouettes)
     if silhouettes == "coverage":
         return np.ascontiguousarray(canvases, dtype=np.uint8)
     return np.packbits(body_pixels(canvases), axis=-1)
@@ -268,7 +272,7 @@ def generate(cfg: DataConfig, out_dir: str | Path, workers: int | None = None, p
         raise BodyShapeError(f"--n must be a positive number of samples, got {cfg.n}")
     if cfg.shard_size <= 0:
         raise BodyShapeError(f"--shard-size must be positive, got {cfg.shard_size}")
-    stored_silhouettes(np.zeros((0, 1, 8), np.uint8), cfg.silhouettes)  # refuse an unknown store before any work
+    check_silhouette_store(cfg.silhouettes)
     out = Path(out_dir)
     _writable_output(out)
     manifest_path = out / "manifest.json"
