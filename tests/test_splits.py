@@ -141,3 +141,27 @@ def test_bare_photo_split_reproduces_the_true_outline(tmp_path):
         want, body = body_pixels(normalize_silhouette(mask)), body_pixels(got)
         iou = (want & body).sum() / (want | body).sum()
         assert iou > 0.85, iou
+
+
+def test_reframing_keeps_the_room_and_clothes_and_changes_the_framing():
+    """A second capture is the same person in the same room: only the framing differs."""
+    import dataclasses
+
+    from bodyshape.body_model import get_body_model
+    from demo.synthetic import render_masks
+    from training.splits import Reframing, reframe
+
+    masks = render_masks(get_body_model().sample_shapes(1, seed=5)[0])
+    how = Reframing(body_frac=(0.8, 0.8), center=(0.5, 0.5), drop=(0.0, 0.0), roll_deg=(0.0, 0.0),
+                    brightness=(1.0, 1.0), jpeg_quality=95)  # fmt: skip
+    first = reframe(masks, 11, how)
+    np.testing.assert_array_equal(first[0], reframe(masks, 11, how)[0])  # scene and framing fix the photo
+    smaller = reframe(masks, 11, dataclasses.replace(how, body_frac=(0.6, 0.6)))
+    wall = (slice(0, 80), slice(0, 60))  # top-left corner: wall, away from the person
+    for view in (0, 1):
+        assert np.abs(first[view][wall].astype(int) - smaller[view][wall]).mean() < 3  # the same room
+        assert not np.array_equal(first[view], smaller[view])  # ... the person framed smaller
+    other_room = reframe(masks, 12, how)
+    assert not np.array_equal(first[0], other_room[0])
+    drawn = Reframing.draw(np.random.default_rng(0))
+    assert all(0.54 <= f <= 0.9 for f in drawn.body_frac) and 60 <= drawn.jpeg_quality <= 95

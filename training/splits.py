@@ -22,7 +22,8 @@ photo               the same with hair and a loose-clothing margin (0.5-1.5 cm) 
                     what a photo of a dressed person adds (a margin m adds 2 pi m to a girth).
 repeatability       each of 30 photo pairs re-framed 10 times as a second capture would differ
                     (scale 0.6-1.0, camera roll SD 2 deg, shift, brightness +-20%, JPEG
-                    60-95); reported as the SD of each measurement per person.
+                    60-95: :class:`Reframing`), the same person in the same clothes and room
+                    every time; reported as the SD of each measurement per person.
 ==================  =========================================================================
 
 The truth is always the measurement of the true rest mesh at its true height, and every model
@@ -63,6 +64,9 @@ SPLIT_CLOTHING = {PHOTO: "fitted", REPEATABILITY: "fitted"}
 MAX_DEFORMATION_M = 0.03
 #: Version of the cached splits: 2 keeps coverage canvases (sub-pixel edges; 1 kept 0/1 bodies).
 FORMAT = 2
+#: Splits whose cache has a later version than FORMAT. Repeatability 3: one scene per person
+#: (version 2 drew a new room and new clothes colours for every re-framing).
+SPLIT_FORMATS = {REPEATABILITY: 3}
 
 
 @dataclass
@@ -218,22 +222,47 @@ def dress(mask: np.ndarray, view: str, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def reframe(photo_masks: tuple[np.ndarray, np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A second capture of the same person: scale, roll, shift, brightness and JPEG quality differ."""
+@dataclass(frozen=True)
+class Reframing:
+    """How one capture of a photo pair differs from another: per view (front, side), the
+    body's height over the photo's, its horizontal centre and how far it sits lower (shares of
+    the photo), the camera roll (degrees) and a brightness factor; the JPEG quality of both."""
+
+    body_frac: tuple[float, float]
+    center: tuple[float, float]
+    drop: tuple[float, float]
+    roll_deg: tuple[float, float]
+    brightness: tuple[float, float]
+    jpeg_quality: int
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Reframing:
+        """Scale 0.6-1.0 of a body at 0.9 of the photo, a shift of up to 6% sideways and 4%
+        down, roll SD 2 deg, brightness +-20%, JPEG quality 60-95 (issue #12)."""
+        def two(values: np.ndarray) -> tuple[float, float]:
+            return float(values[0]), float(values[1])
+
+        return cls(body_frac=two(0.9 * rng.uniform(0.6, 1.0, 2)), center=two(0.5 + rng.uniform(-0.06, 0.06, 2)),
+                   drop=two(rng.uniform(0.0, 0.04, 2)), roll_deg=two(rng.normal(0.0, 2.0, 2)),
+                   brightness=two(rng.uniform(0.8, 1.2, 2)), jpeg_quality=int(rng.integers(60, 96)))  # fmt: skip
+
+
+def reframe(photo_masks: tuple[np.ndarray, np.ndarray], scene: int, how: Reframing) -> tuple[np.ndarray, np.ndarray]:
+    """A capture of the same person, in the same clothes and room (``scene``: the seed of the
+    room and the clothes colours, :func:`demo.synthetic.compose_photo`), framed as ``how``."""
     import cv2
 
     from demo.synthetic import compose_photo
 
-    quality = int(rng.integers(60, 96))
     photos = []
-    for mask in photo_masks:
-        img = compose_photo(mask, rng, body_frac=0.9 * rng.uniform(0.6, 1.0), centers=[0.5 + rng.uniform(-0.06, 0.06)],
-                            shift_y=-rng.uniform(0.0, 0.04), jpeg_quality=95)
+    for v, mask in enumerate(photo_masks):
+        img = compose_photo(mask, np.random.default_rng([scene, v]), body_frac=how.body_frac[v],
+                            centers=[how.center[v]], shift_y=-how.drop[v], jpeg_quality=95)  # fmt: skip
         h, w = img.shape[:2]
-        rot = cv2.getRotationMatrix2D((w / 2, h / 2), rng.normal(0, 2.0), 1.0)
+        rot = cv2.getRotationMatrix2D((w / 2, h / 2), how.roll_deg[v], 1.0)
         img = cv2.warpAffine(img, rot, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        img = np.clip(img.astype(np.float32) * rng.uniform(0.8, 1.2), 0, 255).astype(np.uint8)
-        _, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        img = np.clip(img.astype(np.float32) * how.brightness[v], 0, 255).astype(np.uint8)
+        _, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, how.jpeg_quality])
         photos.append(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy())
     return photos[0], photos[1]
 
@@ -254,9 +283,10 @@ def _photo_split(name: str, n: int, seed: int, model: BodyModel) -> tuple[np.nda
         masks = render_masks(shapes[i])
         if name != PHOTO_BARE:
             masks = tuple(dress(m, view, rng) for m, view in zip(masks, ("front", "side"), strict=True))
+        scene = int(rng.integers(2**32)) if name == REPEATABILITY else 0  # one room and outfit a person
         for _ in range(reframes):
             if name == REPEATABILITY:
-                pair = reframe(masks, rng)
+                pair = reframe(masks, scene, Reframing.draw(rng))
             else:
                 pair = tuple(compose_photo(m, rng, body_frac=rng.uniform(0.65, 0.9)) for m in masks)
             f, s = (photo_to_silhouette(p, view) for p, view in zip(pair, ("front", "side"), strict=True))
@@ -334,7 +364,7 @@ def load_split(
     seed = SPLIT_SEEDS[name] if seed is None else seed
     if name == IN_DISTRIBUTION:
         return _in_distribution(n, seed, _same_test_set(test_set, n, seed) or folder / f"{name}_seed{seed}_coverage")
-    path = folder / f"{name}_n{n}_seed{seed}_v{FORMAT}.npz"
+    path = folder / f"{name}_n{n}_seed{seed}_v{SPLIT_FORMATS.get(name, FORMAT)}.npz"
     if not path.exists():
         from training.generate import write_npz
 

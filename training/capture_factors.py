@@ -1,0 +1,174 @@
+"""Where the repeatability scatter comes from on the photo path: one capture factor fixed at a time.
+
+    python -m training.capture_factors                      # 16 persons x 8 captures, ~20 min on 2 cores
+    python -m training.capture_factors --only split roll    # variants whose label has one of these words
+
+The repeatability split (training/splits.py) photographs each person again and again with a
+new :class:`training.splits.Reframing` each time (scale, camera roll, shift, brightness, JPEG
+quality) and sends every photo through rembg and the page's normalisation. Here ``--persons``
+dressed bodies of ``--seed`` (default 4243: not a training, calibration or evaluation seed) are
+captured ``--frames`` times with the same draws in every variant, and each variant holds one
+factor fixed (or changes how the photo is segmented). Printed, per variant: the per-person SD
+of chest / waist / hip, averaged over persons (the repeatability number), and the MAE and bias
+of those captures, as the page reports them (four looks, correction, refit, the clothing
+declared "fitted"). Rendered masks without rembg, factor by factor:
+``python -m training.repeatability_factors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from training.splits import Reframing
+
+GIRTHS = ("chest", "waist", "hip")
+
+
+def _fixed(**fields) -> Callable[[Reframing], Reframing]:
+    return lambda how: dataclasses.replace(how, **fields)
+
+
+#: Variant -> (how it changes each capture's framing, a new scene each capture, how the photo is
+#: segmented: False for the page's rembg, "zoom" or "phased" for the segmenters tried below).
+VARIANTS: dict[str, tuple[Callable[[Reframing], Reframing], bool, bool | str]] = {
+    "split (every factor varies; one room and outfit a person)": (lambda how: how, False, False),
+    "scale fixed (body at 0.72 of the photo)": (_fixed(body_frac=(0.72, 0.72)), False, False),
+    "roll fixed (0 deg)": (_fixed(roll_deg=(0.0, 0.0)), False, False),
+    "shift fixed (centred, 2% down)": (_fixed(center=(0.5, 0.5), drop=(0.02, 0.02)), False, False),
+    "brightness fixed": (_fixed(brightness=(1.0, 1.0)), False, False),
+    "JPEG fixed (quality 95)": (_fixed(jpeg_quality=95), False, False),
+    "a new room and outfit colours each capture (the split until 2026-12-02)": (lambda how: how, True, False),
+    "framing fixed, a new room and outfit colours each capture": (
+        _fixed(body_frac=(0.72, 0.72), center=(0.5, 0.5), drop=(0.02, 0.02), roll_deg=(0.0, 0.0),
+               brightness=(1.0, 1.0), jpeg_quality=95), True, False),  # fmt: skip
+    "split, the person segmented again in a square crop around them (zoom)": (lambda how: how, False, "zoom"),
+    "split, rembg's probabilities averaged over 4 half-pixel shifts of the photo": (lambda how: how, False, "phased"),
+}
+
+
+class ZoomedSegmenter:
+    """rembg on the photo, then once more on a square crop around the person it found (their
+    height plus 5% on each side, clipped to the photo), pasted into a full-size probability map.
+    rembg reads every photo at 320x320, so a person at half the photo's height is read at half
+    the resolution; in the crop the person fills rembg's input whatever the framing.
+    Tried against the re-framing scatter, not kept (docs/evaluation.md)."""
+
+    MARGIN = 0.05
+
+    def __init__(self, segmenter) -> None:
+        self.segmenter = segmenter
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        from bodyshape.photo import person_mask
+        from bodyshape.silhouette import bounding_box
+
+        first = self.segmenter(rgb)
+        top, bottom, left, right = bounding_box(person_mask(first))
+        h, w = first.shape
+        pad = round(self.MARGIN * (bottom - top))
+        side = bottom - top + 2 * pad
+        x0 = max(0, min(left, (left + right - side) // 2))
+        x1 = min(w, max(right, x0 + side))
+        y0, y1 = max(0, top - pad), min(h, bottom + pad)
+        prob = np.zeros_like(first)
+        prob[y0:y1, x0:x1] = self.segmenter(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+        return prob
+
+
+class PhasedSegmenter:
+    """rembg's probability averaged over the photo shifted by 0 and half of one of rembg's
+    320 x 320 input pixels in each direction (4 runs), each shifted back: the sub-pixel phases
+    of bodyshape.nets.SubpixelReader, for the segmentation. Tried, see docs/evaluation.md."""
+
+    def __init__(self, segmenter) -> None:
+        self.segmenter = segmenter
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w = rgb.shape[:2]
+        total = np.zeros((h, w), np.float32)
+        for dy in (0.0, 0.5 * h / 320):
+            for dx in (0.0, 0.5 * w / 320):
+                move = np.float32([[1, 0, dx], [0, 1, dy]])
+                moved = cv2.warpAffine(rgb, move, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                prob = self.segmenter(moved).astype(np.float32)
+                total += cv2.warpAffine(prob, move, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                        borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        return np.clip(np.rint(total / 4), 0, 255).astype(np.uint8)
+
+
+def capture_silhouettes(masks: list, scenes: list[int], draws: list[list[Reframing]], variant: tuple,
+                        segmenter) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Every person's every capture under ``variant``, through rembg and the page's path."""
+    from tqdm import tqdm
+
+    from bodyshape.photo import check_view_pair, photo_to_silhouette
+    from training.splits import reframe
+
+    change, new_scene, _ = variant
+    fronts, sides = [], []
+    for i in tqdm(range(len(masks)), unit="person", leave=False):
+        for f, how in enumerate(draws[i]):
+            photos = reframe(masks[i], scenes[i] + 7919 * (f + 1) if new_scene else scenes[i], change(how))
+            front, side = (photo_to_silhouette(p, v, segmenter) for p, v in zip(photos, ("front", "side"), strict=True))
+            check_view_pair(front, side)
+            fronts.append(front.silhouette)
+            sides.append(side.silhouette)
+    return np.stack(fronts), np.stack(sides)
+
+
+def main() -> None:
+    from bodyshape.body_model import get_body_model
+    from bodyshape.correction import load_correction
+    from bodyshape.measurements import MEASUREMENT_NAMES, get_measurer
+    from bodyshape.paths import WEIGHTS_DIR
+    from bodyshape.photo import get_segmenter
+    from bodyshape.uncertainty import load_intervals
+    from demo.synthetic import render_masks
+    from training.evaluate import predict_measurements
+    from training.splits import Split, dress
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--persons", type=int, default=16)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--seed", type=int, default=4243)
+    p.add_argument("--only", nargs="*", default=None, help="variants whose label contains one of these")
+    a = p.parse_args()
+    variants = {k: v for k, v in VARIANTS.items() if not a.only or any(o in k for o in a.only)}
+    if not variants:
+        p.error(f"--only {' '.join(a.only)} matches no variant; the variants are:\n" + "\n".join(VARIANTS))
+    model = get_body_model()
+    shapes = model.sample_shapes(a.persons, seed=a.seed)
+    rng = np.random.default_rng(np.random.SeedSequence([a.seed, 7]))
+    masks, scenes, draws = [], [], []
+    for shape in shapes:
+        masks.append(tuple(dress(m, v, rng) for m, v in zip(render_masks(shape), ("front", "side"), strict=True)))
+        scenes.append(int(rng.integers(2**32)))
+        draws.append([Reframing.draw(rng) for _ in range(a.frames)])
+    truth = get_measurer().batch(model.forward(shapes).rest_vertices)
+    person = np.repeat(np.arange(a.persons), a.frames)
+    g = [MEASUREMENT_NAMES.index(n) for n in GIRTHS]
+    correction, intervals = load_correction(WEIGHTS_DIR), load_intervals(WEIGHTS_DIR)
+    print(f"{a.persons} persons x {a.frames} captures of seed {a.seed}; chest / waist / hip, mm\n")
+    print("| variant | per-person SD | MAE | bias |\n|---|---|---|---|")
+    for label, variant in variants.items():
+        wrap = {"zoom": ZoomedSegmenter, "phased": PhasedSegmenter}.get(variant[2])
+        segmenter = wrap(get_segmenter()) if wrap else get_segmenter()
+        front, side = capture_silhouettes(masks, scenes, draws, variant, segmenter)
+        split = Split(label, front, side, truth[person, 0].copy(), truth[person], person)
+        point = predict_measurements(WEIGHTS_DIR / "fused.safetensors", split, intervals, "fitted", correction).point
+        got = 1000 * point[:, g].reshape(a.persons, a.frames, len(g))
+        err = got - 1000 * truth[:, None, g]
+        sd = got.std(axis=1, ddof=1).mean(axis=0)
+        print(f"| {label} | " + " | ".join(" / ".join(f"{x:{fmt}}" for x in v) for v, fmt in
+                                         ((sd, ".1f"), (np.abs(err).mean((0, 1)), ".1f"), (err.mean((0, 1)), "+.1f")))
+              + " |", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
