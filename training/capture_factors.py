@@ -1,6 +1,6 @@
 """Where the repeatability scatter comes from on the photo path: one capture factor fixed at a time.
 
-    python -m training.capture_factors                      # 16 persons x 8 captures, ~20 min on 2 cores
+    python -m training.capture_factors                      # 16 persons x 8 captures, ~25 min on 2 cores
     python -m training.capture_factors --only split roll    # variants whose label has one of these words
 
 The repeatability split (training/splits.py) photographs each person again and again with a
