@@ -107,18 +107,16 @@ def capture_silhouettes(masks: list, scenes: list[int], draws: list[list[Reframi
     """Every person's every capture under ``variant``, through rembg and the page's path."""
     from tqdm import tqdm
 
-    from bodyshape.photo import check_view_pair, photo_to_silhouette
-    from training.splits import reframe
+    from training.splits import page_silhouettes, reframe
 
     change, new_scene, _ = variant
     fronts, sides = [], []
     for i in tqdm(range(len(masks)), unit="person", leave=False):
         for f, how in enumerate(draws[i]):
             photos = reframe(masks[i], scenes[i] + 7919 * (f + 1) if new_scene else scenes[i], change(how))
-            front, side = (photo_to_silhouette(p, v, segmenter) for p, v in zip(photos, ("front", "side"), strict=True))
-            check_view_pair(front, side)
-            fronts.append(front.silhouette)
-            sides.append(side.silhouette)
+            front, side = page_silhouettes(photos, segmenter)
+            fronts.append(front)
+            sides.append(side)
     return np.stack(fronts), np.stack(sides)
 
 
@@ -129,9 +127,8 @@ def main() -> None:
     from bodyshape.paths import WEIGHTS_DIR
     from bodyshape.photo import get_segmenter
     from bodyshape.uncertainty import load_intervals
-    from demo.synthetic import render_masks
     from training.evaluate import predict_measurements
-    from training.splits import Split, dress
+    from training.splits import Split, dressed_masks
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--persons", type=int, default=16)
@@ -147,7 +144,7 @@ def main() -> None:
     rng = np.random.default_rng(np.random.SeedSequence([a.seed, 7]))
     masks, scenes, draws = [], [], []
     for shape in shapes:
-        masks.append(tuple(dress(m, v, rng) for m, v in zip(render_masks(shape), ("front", "side"), strict=True)))
+        masks.append(dressed_masks(shape, rng))
         scenes.append(int(rng.integers(2**32)))
         draws.append([Reframing.draw(rng) for _ in range(a.frames)])
     truth = get_measurer().batch(model.forward(shapes).rest_vertices)

@@ -267,12 +267,28 @@ def reframe(photo_masks: tuple[np.ndarray, np.ndarray], scene: int, how: Reframi
     return photos[0], photos[1]
 
 
+def dressed_masks(shape: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A body's front and side capture-pose masks with hair and a cloth margin (:func:`dress`)."""
+    from demo.synthetic import render_masks
+
+    return tuple(dress(m, view, rng) for m, view in zip(render_masks(shape), ("front", "side"), strict=True))
+
+
+def page_silhouettes(photos: tuple[np.ndarray, np.ndarray], segmenter=None) -> tuple[np.ndarray, np.ndarray]:
+    """A (front, side) photo pair -> the two canvases the page makes of it: rembg (or
+    ``segmenter``), the person checks, the normalisation, the view-pair check."""
+    from bodyshape.photo import check_view_pair, photo_to_silhouette
+
+    front, side = (photo_to_silhouette(p, view, segmenter) for p, view in zip(photos, ("front", "side"), strict=True))
+    check_view_pair(front, side)
+    return front.silhouette, side.silhouette
+
+
 def _photo_split(name: str, n: int, seed: int, model: BodyModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(front, side, shapes) of photos of known bodies through rembg and the page's normalisation;
     repeatability has REFRAMES rows a body, one after another."""
     from tqdm import tqdm
 
-    from bodyshape.photo import check_view_pair, photo_to_silhouette
     from demo.synthetic import compose_photo, render_masks
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
@@ -280,19 +296,16 @@ def _photo_split(name: str, n: int, seed: int, model: BodyModel) -> tuple[np.nda
     reframes = REFRAMES if name == REPEATABILITY else 1
     fronts, sides = [], []
     for i in tqdm(range(n), desc=name, unit="body"):
-        masks = render_masks(shapes[i])
-        if name != PHOTO_BARE:
-            masks = tuple(dress(m, view, rng) for m, view in zip(masks, ("front", "side"), strict=True))
+        masks = render_masks(shapes[i]) if name == PHOTO_BARE else dressed_masks(shapes[i], rng)
         scene = int(rng.integers(2**32)) if name == REPEATABILITY else 0  # one room and outfit a person
         for _ in range(reframes):
             if name == REPEATABILITY:
                 pair = reframe(masks, scene, Reframing.draw(rng))
             else:
                 pair = tuple(compose_photo(m, rng, body_frac=rng.uniform(0.65, 0.9)) for m in masks)
-            f, s = (photo_to_silhouette(p, view) for p, view in zip(pair, ("front", "side"), strict=True))
-            check_view_pair(f, s)
-            fronts.append(f.silhouette)
-            sides.append(s.silhouette)
+            front, side = page_silhouettes(pair)
+            fronts.append(front)
+            sides.append(side)
     return np.stack(fronts), np.stack(sides), np.repeat(shapes, reframes, axis=0)
 
 
