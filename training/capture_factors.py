@@ -47,6 +47,7 @@ VARIANTS: dict[str, tuple[Callable[[Reframing], Reframing], bool, bool | str]] =
                brightness=(1.0, 1.0), jpeg_quality=95), True, False),  # fmt: skip
     "split, the person segmented again in a square crop around them (zoom)": (lambda how: how, False, "zoom"),
     "split, rembg's probabilities averaged over 4 half-pixel shifts of the photo": (lambda how: how, False, "phased"),
+    "split, the person segmented again in a tight crop around them (tight)": (lambda how: how, False, "tight"),
 }
 
 
@@ -74,6 +75,28 @@ class ZoomedSegmenter:
         x0 = max(0, min(left, (left + right - side) // 2))
         x1 = min(w, max(right, x0 + side))
         y0, y1 = max(0, top - pad), min(h, bottom + pad)
+        prob = np.zeros_like(first)
+        prob[y0:y1, x0:x1] = self.segmenter(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+        return prob
+
+
+class TightSegmenter(ZoomedSegmenter):
+    """:class:`ZoomedSegmenter` with the crop fitted to the person's bounding box (plus 4% of
+    their height on every side) instead of a square: rembg squeezes any input to 320 x 320, so
+    a narrow crop is read at 2-4 times the horizontal resolution, which is where a girth's
+    width and depth are."""
+
+    MARGIN = 0.04
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        from bodyshape.photo import person_mask
+        from bodyshape.silhouette import bounding_box
+
+        first = self.segmenter(rgb)
+        top, bottom, left, right = bounding_box(person_mask(first))
+        h, w = first.shape
+        pad = round(self.MARGIN * (bottom - top))
+        y0, y1, x0, x1 = max(0, top - pad), min(h, bottom + pad), max(0, left - pad), min(w, right + pad)
         prob = np.zeros_like(first)
         prob[y0:y1, x0:x1] = self.segmenter(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
         return prob
@@ -135,7 +158,13 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--seed", type=int, default=4243)
     p.add_argument("--only", nargs="*", default=None, help="variants whose label contains one of these")
+    p.add_argument("--refit-steps", type=int, default=None,
+                   help="Gauss-Newton steps of the refit (default: bodyshape.refit.STEPS, what the page does)")
     a = p.parse_args()
+    if a.refit_steps is not None:
+        import bodyshape.refit
+
+        bodyshape.refit.STEPS = a.refit_steps
     variants = {k: v for k, v in VARIANTS.items() if not a.only or any(o in k for o in a.only)}
     if not variants:
         p.error(f"--only {' '.join(a.only)} matches no variant; the variants are:\n" + "\n".join(VARIANTS))
@@ -151,10 +180,13 @@ def main() -> None:
     person = np.repeat(np.arange(a.persons), a.frames)
     g = [MEASUREMENT_NAMES.index(n) for n in GIRTHS]
     correction, intervals = load_correction(WEIGHTS_DIR), load_intervals(WEIGHTS_DIR)
-    print(f"{a.persons} persons x {a.frames} captures of seed {a.seed}; chest / waist / hip, mm\n")
+    from bodyshape.refit import STEPS
+
+    print(f"{a.persons} persons x {a.frames} captures of seed {a.seed}, refit in {STEPS} Gauss-Newton steps; "
+          "chest / waist / hip, mm\n")
     print("| variant | per-person SD | MAE | bias |\n|---|---|---|---|")
     for label, variant in variants.items():
-        wrap = {"zoom": ZoomedSegmenter, "phased": PhasedSegmenter}.get(variant[2])
+        wrap = {"zoom": ZoomedSegmenter, "phased": PhasedSegmenter, "tight": TightSegmenter}.get(variant[2])
         segmenter = wrap(get_segmenter()) if wrap else get_segmenter()
         front, side = capture_silhouettes(masks, scenes, draws, variant, segmenter)
         split = Split(label, front, side, truth[person, 0].copy(), truth[person], person)
