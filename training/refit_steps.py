@@ -9,7 +9,8 @@ allowance. Here the calibration splits of ``bodyshape calibrate-intervals`` (``d
 generated there when missing; never an evaluation split) are read as the page reads them (four
 looks, 8 sub-pixel phases, the correction) and refitted with each number of steps. Printed per
 split: chest / waist / hip MAE and bias against the truth, and how far the refitted mesh's
-numbers stay from the target the refit was asked for (mean and SD, mm). The dressed split asks
+numbers stay from the target the refit was asked for (mean and SD, mm), and the refit's time
+per body (read it on an idle machine). The dressed split asks
 for the correction less the shipped clothing allowance; that allowance was fitted on these rows
 (in-sample) through the shipped number of steps. The per-person scatter over re-framed photos:
 ``python -m training.capture_factors --refit-steps N``.
@@ -18,6 +19,7 @@ for the correction less the shipped clothing allowance; that allowance was fitte
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2])
     p.add_argument("--data", type=Path, default=Path("data/calib"), help="where the calibration splits are cached")
+    p.add_argument("--rows", type=int, default=None, help="the first ROWS of each split (default: all)")
+    p.add_argument("--only", nargs="*", default=None, help="splits whose label contains one of these")
     a = p.parse_args()
     weights = WEIGHTS_DIR / "fused.safetensors"
     predictor, correction = LocalPredictor(str(weights)), load_correction(WEIGHTS_DIR)
@@ -46,24 +50,30 @@ def main() -> None:
     g = [MEASUREMENT_NAMES.index(n) for n in GIRTHS]
     rows = {name: (name, n, seed, "tight") for name, (n, seed) in CALIBRATION_SPLITS.items()}
     rows["dressed (fitted)"] = (CLOTHING_SPLIT[0], CLOTHING_SPLIT[1], CLOTHING_SPLIT[2], "fitted")
+    rows = {k: v for k, v in rows.items() if not a.only or any(o in k for o in a.only)}
+    if not rows:
+        p.error(f"--only {' '.join(a.only)} matches no split; the splits are: {', '.join(CALIBRATION_SPLITS)}, dressed")
 
     def mm(x: np.ndarray, fmt: str) -> str:
         return " / ".join(f"{v:{fmt}}" for v in x)
 
-    print("| split | steps | MAE | bias | left undone: mean | left undone: SD |\n|---|---|---|---|---|---|")
+    print("| split | steps | MAE | bias | left undone: mean | left undone: SD | s a body |\n|---|---|---|---|---|---|---|")
     for label, (name, n, seed, clothing) in rows.items():
         split = load_split(name, a.data, n=n, seed=seed)
-        res = tta_measure(predictor.predict_shape(*tta_inputs(split.front, split.side, split.height)), None, split.height)
-        change = correction.change(correction_inputs(res.measurements, res.shape, split.height, split.front, split.side))
+        front, side, height, truth = (x[: a.rows] for x in (split.front, split.side, split.height, split.truth))
+        res = tta_measure(predictor.predict_shape(*tta_inputs(front, side, height)), None, height)
+        change = correction.change(correction_inputs(res.measurements, res.shape, height, front, side))
         if clothing == "fitted":
             change = change - allowance
         target = res.measurements + change
         for steps in a.steps:
             bodyshape.refit.STEPS = steps
-            _, _, got = refitted(res.shape, split.height, change, progress=f"{label}, {steps} steps")
-            err, left = 1000 * (got - split.truth)[:, g], 1000 * (got - target)[:, g]
+            start = time.perf_counter()
+            _, _, got = refitted(res.shape, height, change, progress=f"{label}, {steps} steps")
+            seconds = (time.perf_counter() - start) / len(got)
+            err, left = 1000 * (got - truth)[:, g], 1000 * (got - target)[:, g]
             print(f"| {label} ({len(got)}) | {steps} | {mm(np.abs(err).mean(0), '.1f')} | {mm(err.mean(0), '+.1f')} | "
-                  f"{mm(left.mean(0), '+.1f')} | {mm(left.std(0), '.1f')} |", flush=True)
+                  f"{mm(left.mean(0), '+.1f')} | {mm(left.std(0), '.1f')} | {seconds:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
