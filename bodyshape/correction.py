@@ -153,7 +153,14 @@ def reported_bodies(shapes: np.ndarray, heights: np.ndarray, point: np.ndarray, 
     shapes refitted to them -> (shapes, meshes, measurements), measured on those meshes."""
     from bodyshape.refit import refitted
 
+    return refitted(shapes, heights, requested_change(shapes, heights, point, front, side, correction, allowance), progress)
+
+
+def requested_change(shapes: np.ndarray, heights: np.ndarray, point: np.ndarray, front: np.ndarray, side: np.ndarray,
+                     correction: MeasurementCorrection | None, allowance: np.ndarray) -> np.ndarray:  # fmt: skip
+    """(B, M) metres: what :func:`reported_bodies` asks the refit to move each body's
+    measurements by: the ``correction``'s change (None: none) less the clothing ``allowance``."""
     change = -np.broadcast_to(np.asarray(allowance, np.float64), np.shape(point))
     if correction is not None:
         change = change + correction.change(correction_inputs(point, shapes, heights, front, side))
-    return refitted(shapes, heights, change, progress)
+    return change

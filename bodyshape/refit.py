@@ -21,10 +21,10 @@ FD_STEP = 0.05
 RIDGE = 1e-3
 #: Fractions of the Gauss-Newton step tried; the best match to the change is kept.
 STEP_SCALES = (1.0, 0.7, 0.4)
-#: Gauss-Newton steps. One step left 2-8 mm of a 6-8 cm clothing allowance undone, a share
-#: that jumped with the scale picked, and so added 1-2 mm to the per-person scatter of
-#: re-framed photos; a second step from a new Jacobian halves what is left, a third gained
-#: nothing (docs/evaluation.md, "The refit: a second Gauss-Newton step").
+#: Gauss-Newton steps. One step left 3-7 mm of a 6-8 cm clothing allowance undone on average
+#: (up to 27 mm), a share that jumped with the scale picked, and so added about 1-2 mm to the
+#: per-person scatter of re-framed photos; a second step from a new Jacobian halves what is
+#: left, a third gained nothing (docs/evaluation.md, "The refit in two Gauss-Newton steps").
 STEPS = 2
 
 
@@ -62,11 +62,11 @@ def refit(shape: np.ndarray, height_m: float, change: np.ndarray, steps: int | N
     if not np.any(want):
         return np.asarray(shape, np.float32).copy()
     current = np.asarray(shape, np.float32).reshape(-1)
-    target = None
+    meas, jac = measurement_jacobian(current, height_m)
+    target = meas + want
     for k in range(STEPS if steps is None else steps):
-        meas, jac = measurement_jacobian(current, height_m)
-        if target is None:
-            target = meas + want
+        if k:
+            meas, jac = measurement_jacobian(current, height_m)
         delta = np.linalg.solve(jac.T @ jac + RIDGE * np.eye(jac.shape[1]), jac.T @ (target - meas))
         base = torch.from_numpy(current.reshape(1, -1))
         tried = clamp_shape(base + torch.from_numpy(np.outer(STEP_SCALES, delta).astype(np.float32))).numpy()
@@ -77,8 +77,8 @@ def refit(shape: np.ndarray, height_m: float, change: np.ndarray, steps: int | N
     return current
 
 
-def refitted(shapes: np.ndarray, heights: np.ndarray, changes: np.ndarray,
-             progress: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def refitted(shapes: np.ndarray, heights: np.ndarray, changes: np.ndarray, progress: str | None = None,
+             steps: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """:func:`refit` for B bodies, ``changes`` (B, M) or one (M,) for all -> (shapes (B, S),
     meshes (B, V, 3), measurements (B, M)), the measurements taken on the refitted meshes."""
     from tqdm import tqdm
@@ -89,6 +89,6 @@ def refitted(shapes: np.ndarray, heights: np.ndarray, changes: np.ndarray,
     h = np.asarray(heights, np.float32).reshape(-1)
     c = np.broadcast_to(np.asarray(changes, np.float64), (len(h), np.shape(changes)[-1]))
     rows = tqdm(range(len(h)), desc=progress, unit="body", disable=progress is None)
-    out = np.stack([refit(shapes[i], float(h[i]), c[i]) for i in rows])
+    out = np.stack([refit(shapes[i], float(h[i]), c[i], steps) for i in rows])
     meshes = mesh_from_shape(out, h)
     return out, meshes, get_measurer().batch(meshes)

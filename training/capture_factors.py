@@ -63,18 +63,21 @@ class ZoomedSegmenter:
     def __init__(self, segmenter) -> None:
         self.segmenter = segmenter
 
+    def crop(self, box: tuple[int, int, int, int], h: int, w: int) -> tuple[int, int, int, int]:
+        """(y0, y1, x0, x1) of the second run, from the person's box (top, bottom, left, right)
+        in an h x w photo: a square of their height plus the margin."""
+        top, bottom, left, right = box
+        pad = round(self.MARGIN * (bottom - top))
+        side = bottom - top + 2 * pad
+        x0 = max(0, min(left, (left + right - side) // 2))
+        return max(0, top - pad), min(h, bottom + pad), x0, min(w, max(right, x0 + side))
+
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         from bodyshape.photo import person_mask
         from bodyshape.silhouette import bounding_box
 
         first = self.segmenter(rgb)
-        top, bottom, left, right = bounding_box(person_mask(first))
-        h, w = first.shape
-        pad = round(self.MARGIN * (bottom - top))
-        side = bottom - top + 2 * pad
-        x0 = max(0, min(left, (left + right - side) // 2))
-        x1 = min(w, max(right, x0 + side))
-        y0, y1 = max(0, top - pad), min(h, bottom + pad)
+        y0, y1, x0, x1 = self.crop(bounding_box(person_mask(first)), *first.shape)
         prob = np.zeros_like(first)
         prob[y0:y1, x0:x1] = self.segmenter(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
         return prob
@@ -88,18 +91,10 @@ class TightSegmenter(ZoomedSegmenter):
 
     MARGIN = 0.04
 
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        from bodyshape.photo import person_mask
-        from bodyshape.silhouette import bounding_box
-
-        first = self.segmenter(rgb)
-        top, bottom, left, right = bounding_box(person_mask(first))
-        h, w = first.shape
+    def crop(self, box: tuple[int, int, int, int], h: int, w: int) -> tuple[int, int, int, int]:
+        top, bottom, left, right = box
         pad = round(self.MARGIN * (bottom - top))
-        y0, y1, x0, x1 = max(0, top - pad), min(h, bottom + pad), max(0, left - pad), min(w, right + pad)
-        prob = np.zeros_like(first)
-        prob[y0:y1, x0:x1] = self.segmenter(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
-        return prob
+        return max(0, top - pad), min(h, bottom + pad), max(0, left - pad), min(w, right + pad)
 
 
 class PhasedSegmenter:

@@ -166,25 +166,32 @@ def predict_measurements(weights: Path, split, intervals: IntervalModel | None =
     return predict_by_clothing(weights, split, intervals, (clothing,), correction)[clothing]
 
 
+def network_bodies(weights: Path, front: np.ndarray, side: np.ndarray, height: np.ndarray,
+                   batch: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """The network's mean bodies as the page reads the pairs (four looks), before any correction
+    or refit -> (measurements (N, M), their spread over the looks (N, M), shapes (N, S))."""
+    from bodyshape.reconstruct import LocalPredictor
+    from bodyshape.uncertainty import tta_inputs, tta_measure
+
+    predictor = LocalPredictor(str(weights))
+    points, spreads, shapes = [], [], []
+    for i in range(0, len(height), batch):
+        sl = slice(i, i + batch)
+        res = tta_measure(predictor.predict_shape(*tta_inputs(front[sl], side[sl], height[sl])), None, height[sl])
+        points.append(res.measurements)
+        spreads.append(res.spread)
+        shapes.append(res.shape)
+    return np.concatenate(points), np.concatenate(spreads), np.concatenate(shapes)
+
+
 def predict_by_clothing(weights: Path, split, intervals: IntervalModel | None, clothings: tuple[str, ...],
                         correction: MeasurementCorrection | None = None) -> dict[str, SplitPrediction]:  # fmt: skip
     """:func:`predict_measurements` for several declared clothings of the same split: the
     network, its four looks and the capture checks run once."""
     from bodyshape.clothing import DEFAULT_CLOTHING
     from bodyshape.correction import reported_bodies
-    from bodyshape.reconstruct import LocalPredictor
-    from bodyshape.uncertainty import tta_inputs, tta_measure
 
-    predictor = LocalPredictor(str(weights))
-    points, spreads, shapes = [], [], []
-    for i in range(0, len(split.height), 200):
-        sl = slice(i, i + 200)
-        h = split.height[sl]
-        res = tta_measure(predictor.predict_shape(*tta_inputs(split.front[sl], split.side[sl], h)), None, h)
-        points.append(res.measurements)
-        spreads.append(res.spread)
-        shapes.append(res.shape)
-    raw, spread, shape = np.concatenate(points), np.concatenate(spreads), np.concatenate(shapes)
+    raw, spread, shape = network_bodies(weights, split.front, split.side, split.height)
     warned = None if intervals is None else capture_warned(split.front, split.side)
     out = {}
     for clothing in clothings:

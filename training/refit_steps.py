@@ -28,14 +28,13 @@ GIRTHS = ("chest", "waist", "hip")
 
 
 def main() -> None:
-    import bodyshape.refit
-    from bodyshape.correction import correction_inputs, load_correction
+    from bodyshape.correction import load_correction, requested_change
     from bodyshape.measurements import MEASUREMENT_NAMES
     from bodyshape.paths import WEIGHTS_DIR
-    from bodyshape.reconstruct import LocalPredictor
     from bodyshape.refit import refitted
-    from bodyshape.uncertainty import load_intervals, tta_inputs, tta_measure
+    from bodyshape.uncertainty import load_intervals
     from training.calibrate_intervals import CALIBRATION_SPLITS, CLOTHING_SPLIT
+    from training.evaluate import network_bodies
     from training.splits import load_split
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,9 +43,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=None, help="the first ROWS of each split (default: all)")
     p.add_argument("--only", nargs="*", default=None, help="splits whose label contains one of these")
     a = p.parse_args()
-    weights = WEIGHTS_DIR / "fused.safetensors"
-    predictor, correction = LocalPredictor(str(weights)), load_correction(WEIGHTS_DIR)
-    allowance = load_intervals(WEIGHTS_DIR).allowance("fitted")
+    correction, intervals = load_correction(WEIGHTS_DIR), load_intervals(WEIGHTS_DIR)
     g = [MEASUREMENT_NAMES.index(n) for n in GIRTHS]
     rows = {name: (name, n, seed, "tight") for name, (n, seed) in CALIBRATION_SPLITS.items()}
     rows["dressed (fitted)"] = (CLOTHING_SPLIT[0], CLOTHING_SPLIT[1], CLOTHING_SPLIT[2], "fitted")
@@ -61,15 +58,12 @@ def main() -> None:
     for label, (name, n, seed, clothing) in rows.items():
         split = load_split(name, a.data, n=n, seed=seed)
         front, side, height, truth = (x[: a.rows] for x in (split.front, split.side, split.height, split.truth))
-        res = tta_measure(predictor.predict_shape(*tta_inputs(front, side, height)), None, height)
-        change = correction.change(correction_inputs(res.measurements, res.shape, height, front, side))
-        if clothing == "fitted":
-            change = change - allowance
-        target = res.measurements + change
+        point, _, shape = network_bodies(WEIGHTS_DIR / "fused.safetensors", front, side, height)
+        change = requested_change(shape, height, point, front, side, correction, intervals.allowance(clothing))
+        target = point + change
         for steps in a.steps:
-            bodyshape.refit.STEPS = steps
             start = time.perf_counter()
-            _, _, got = refitted(res.shape, height, change, progress=f"{label}, {steps} steps")
+            _, _, got = refitted(shape, height, change, progress=f"{label}, {steps} steps", steps=steps)
             seconds = (time.perf_counter() - start) / len(got)
             err, left = 1000 * (got - truth)[:, g], 1000 * (got - target)[:, g]
             print(f"| {label} ({len(got)}) | {steps} | {mm(np.abs(err).mean(0), '.1f')} | {mm(err.mean(0), '+.1f')} | "
