@@ -21,9 +21,11 @@ once to Anny's rest joints, so only vertices are needed (as served by Triton).
 name               ISO 8559-1 term             definition on the mesh
 =================  ==========================  ============================================================
 height             body height (stature)       top of the head to the soles (z extent).
-chest              bust girth (women) /        horizontal torso girth at the level of the bust point: the
-                   chest girth (men)           most forward torso point between 35% and 85% of the way from
-                                               the lowest rib up to the shoulder joints (nipple level for men).
+chest              bust girth (women) /        horizontal torso girth at the level of the bust points (the
+                   chest girth (men)           nipples): two vertices of Anny's fixed topology, the ones that
+                                               are the most forward point of the chest on its women (found
+                                               once, :func:`find_bust_points`); on every body they sit where
+                                               the nipples are, so the level moves smoothly with the shape.
 waist              waist girth                 natural waist: the smallest horizontal torso girth between
                                                the iliac crest and the lowest rib (22% and 65% of the way
                                                from Anny's spine04 to spine02 joint, placed by ANSUR II's
@@ -262,16 +264,21 @@ _REGRESSOR_BODIES, _REGRESSOR_SEED, _REGRESSOR_VERTICES = 96, 12345, 64
 #: on the sampler's bodies that is 22% and 65% of the way from spine04 to spine02
 #: (``python -m training.landmark_levels``, bodyshape/data/ansur2_levels.csv).
 WAIST_BAND = (0.22, 0.65)
+#: The chest band the bust points are searched in once (:func:`find_bust_points`), as fractions
+#: of the way from the lowest rib (``WAIST_BAND[1]``) up to the shoulder joints.
+BUST_BAND = (0.35, 0.85)
 #: Version of the measurement definitions: bump on any change that moves a measurement, so
 #: caches of measured features (training/fit_correction.py) and the correction fitted on them
 #: are known to be stale. 2: waist band ends at the lowest rib, underbust above the waist, the
-#: waist's side and back points on the waist section.
-DEFINITIONS_VERSION = 2
+#: waist's side and back points on the waist section. 3: the chest at the bust-point vertices
+#: instead of the most forward point of each mesh's chest band, which jumped between the
+#: pectorals and the belly on flat chests (docs/measurements.md).
+DEFINITIONS_VERSION = 3
 
 
-def fit_joint_regressor(model: BodyModel) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per joint of :data:`_JOINTS`: 64 nearby vertex indices and least-squares weights
-    (summing to 1) that reproduce Anny's rest joint position over a sample of bodies."""
+def _sample_rest(model: BodyModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fixed sample of bodies the landmarks are fitted on: (shapes (B, S), rest vertices
+    (B, V, 3), rest bone heads (B, J, 3))."""
     import torch
 
     shapes = model.sample_shapes(_REGRESSOR_BODIES, seed=_REGRESSOR_SEED)
@@ -280,8 +287,41 @@ def fit_joint_regressor(model: BodyModel) -> dict[str, tuple[np.ndarray, np.ndar
             phenotype_kwargs=torch.as_tensor(shapes[:, :N_PHENOTYPES], dtype=model.anny.dtype),
             local_changes_kwargs=torch.as_tensor(shapes[:, N_PHENOTYPES:], dtype=model.anny.dtype),
         )
-    verts = out["rest_vertices"].cpu().numpy()  # (B, V, 3)
-    heads = out["rest_bone_heads"].cpu().numpy()  # (B, J, 3)
+    return shapes, out["rest_vertices"].cpu().numpy(), out["rest_bone_heads"].cpu().numpy()
+
+
+def find_bust_points(model: BodyModel, torso: np.ndarray, sample: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[int, int]:
+    """The left and right bust-point (nipple) vertices of Anny's topology: of the torso
+    vertices (bool mask ``torso``) in the chest band (:data:`BUST_BAND`) on the body's left,
+    the one that lies, on average over the sample's women (``gender`` > 0.5), least behind the
+    most forward point of that band; the right one is its mirror image on the template.
+
+    Why vertices, not each mesh's most forward point: on a flat chest (most men, some women)
+    the most forward point of the band jumps between the pectorals and the belly at its lower
+    edge with a millimetre of change, and the chest girth with it by 7-17 cm; the nipple
+    vertex moves with the breast on every body (on women it is that most forward point)."""
+    shapes, verts, heads = sample
+    label = list(model.bone_labels)
+    s4, s2 = heads[:, label.index("spine04"), 2], heads[:, label.index("spine02"), 2]
+    rib = s4 + WAIST_BAND[1] * (s2 - s4)
+    shoulder = 0.5 * (heads[:, label.index("upperarm01.L"), 2] + heads[:, label.index("upperarm01.R"), 2])
+    left = torso & (model.anny.template_vertices[:, 0].cpu().numpy() > 0)
+    behind = []
+    for v, r, sh in zip(verts[shapes[:, 0] > 0.5], rib[shapes[:, 0] > 0.5], shoulder[shapes[:, 0] > 0.5], strict=True):
+        band = left & (v[:, 2] > r + BUST_BAND[0] * (sh - r)) & (v[:, 2] < r + BUST_BAND[1] * (sh - r))
+        behind.append(np.where(band, v[:, 1] - v[band, 1].min(), np.inf))
+    lv = int(np.argmin(np.mean(behind, axis=0)))
+    t = model.anny.template_vertices.cpu().numpy()
+    rv = int(np.argmin(np.linalg.norm(t - t[lv] * np.array([-1.0, 1.0, 1.0]), axis=1)))
+    return lv, rv
+
+
+def fit_joint_regressor(model: BodyModel, sample: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                        ) -> dict[str, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """Per joint of :data:`_JOINTS`: 64 nearby vertex indices and least-squares weights
+    (summing to 1) that reproduce Anny's rest joint position over a sample of bodies
+    (``sample``: :func:`_sample_rest`, made here if None)."""
+    _, verts, heads = sample or _sample_rest(model)  # (B, V, 3), (B, J, 3)
     reg = {}
     for name in _JOINTS:
         j = model.bone_labels.index(name)
@@ -333,7 +373,9 @@ class Measurer:
             seam = faces[torso[faces].any(1) & vmask("upperarm", "shoulder01", side=f".{side}")[faces].any(1)]
             self.idx_armpit[side] = np.unique(seam[torso[seam]])
         self.cervicale, self.jugular = self._neck_base_vertices(faces, neck, torso | arm)
-        self.joint_regressor = fit_joint_regressor(self.model)
+        sample = _sample_rest(self.model)
+        self.joint_regressor = fit_joint_regressor(self.model, sample)
+        self.bust_points = find_bust_points(self.model, torso, sample)
 
     def _neck_base_vertices(self, faces: np.ndarray, neck: np.ndarray, below: np.ndarray) -> tuple[int, int]:
         """Back (cervicale) and front (jugular notch) mid-line vertices of the boundary between
@@ -389,9 +431,8 @@ class Measurer:
         levels = np.linspace(crest, rib, 10)
         g = horizontal_girths(v, band_faces(z, self.faces_torso, levels[0], levels[-1]), levels)
         waist = float(levels[np.argmin(g)])
-        shoulder = 0.5 * (j["upperarm01.L"][2] + j["upperarm01.R"][2])
-        band = t[(t[:, 2] > rib + 0.35 * (shoulder - rib)) & (t[:, 2] < rib + 0.85 * (shoulder - rib))]
-        bust = band[np.argmin(band[:, 1])]  # the most forward point of the chest
+        left, right = v[list(self.bust_points)]
+        bust = np.array([left[0], left[1], 0.5 * (left[2] + right[2])])  # the nipples' level
         under = self._breast_fold(t, bust, u, floor=waist + 0.02 * u)
         low = v[self.idx_lower]
         buttock = low[(low[:, 2] > crotch + 0.01 * u) & (low[:, 2] < waist)]
