@@ -21,6 +21,7 @@ def test_split_errors_report_bias_p90_and_repeatability():
     assert e["mae"] == pytest.approx(15.0) and e["bias"] == pytest.approx(10.0)
     assert e["p90"] == pytest.approx(np.percentile([10, 10, 30, 10], 90))
     assert e["repeat_sd"] == pytest.approx(np.mean([0.0, np.std([30, -10], ddof=1)]))
+    assert e["repeat_sd_max"] == pytest.approx(np.std([30, -10], ddof=1)) and e["repeat_sd_median"] == pytest.approx(e["repeat_sd"])
     assert "repeat_sd" not in split_errors(pred, truth, np.arange(4))["chest"]
 
 
