@@ -145,6 +145,7 @@ class SplitPrediction:
     high: np.ndarray
     spread: np.ndarray
     shape: np.ndarray | None = None  # (N, S) the TTA mean shapes (before any clothing refit)
+    network: np.ndarray | None = None  # (N, M) their measurements, before the correction and the refit
 
 
 def capture_warned(front: np.ndarray, side: np.ndarray) -> np.ndarray:
@@ -203,7 +204,7 @@ def predict_by_clothing(weights: Path, split, intervals: IntervalModel | None, c
             _, _, point = reported_bodies(shape, split.height, raw, split.front, split.side, correction, allowance,
                                           progress=f"{split.name}: {clothing} clothing, refit")
         low, high = (point, point) if intervals is None else intervals.bounds(point, spread, warned, clothing)
-        out[clothing] = SplitPrediction(point, low, high, spread, shape)
+        out[clothing] = SplitPrediction(point, low, high, spread, shape, raw)
     return out
 
 
