@@ -298,7 +298,7 @@ def find_bust_points(model: BodyModel, torso: np.ndarray, sample: tuple[np.ndarr
 
     Why vertices, not each mesh's most forward point: on a flat chest (most men, some women)
     the most forward point of the band jumps between the pectorals and the belly at its lower
-    edge with a millimetre of change, and the chest girth with it by 7-17 cm; the nipple
+    edge with a millimetre of change, and the chest girth with it by up to 7 cm; the nipple
     vertex moves with the breast on every body (on women it is that most forward point)."""
     shapes, verts, heads = sample
     label = list(model.bone_labels)
