@@ -40,6 +40,7 @@ GUIDE: dict[str, str] = {
     "side_lean": "stand upright without leaning, looking ahead",
     "framing": "fill most of the picture's height with your whole body, head to feet, with some space around it",
     "same_person": "take both photos of the same person, in the same clothes, one right after the other",
+    "side_outline": "stand in front of a plain wall with nothing right behind you, long hair tied back",
 }
 
 
@@ -77,6 +78,9 @@ SIDE_TURN_DEG = 31.4
 SIDE_ARM_REACH = 1.52
 SIDE_LEAN_DEG = (-7.6, 8.9)
 PAIR_DISTANCE = 3.9
+#: Narrowest neck row / deepest head row in profile (:func:`neck_depth`): a neck as deep as the
+#: head means the outline holds something else, merged by the segmentation (docs/capture.md).
+SIDE_NECK_DEPTH = 0.94
 #: Mean and inverse covariance of log(front width / side depth) at PAIR_LEVELS (chest, waist,
 #: hip) over the same renders (one person in both photos); PAIR_DISTANCE bounds the
 #: Mahalanobis distance from them.
@@ -109,6 +113,9 @@ TOE_ROWS = (0.97, 1.0)
 SIDE_HAND_ROWS = (0.42, 0.60)
 SIDE_CHEST_ROWS = (0.25, 0.32)
 PAIR_LEVELS = (0.27, 0.38, 0.48)  # chest, waist, hip
+#: The head and the neck below the chin in profile (side_outline).
+SIDE_HEAD_ROWS = (0.02, 0.08)
+SIDE_NECK_ROWS = (0.09, 0.17)
 #: Shoulder joint relative to the head's centre line and the top of the head, fractions of the
 #: body height (Anny, capture pose): the arm's angle is measured from there to the hand.
 SHOULDER = (0.10, 0.18)
@@ -138,6 +145,9 @@ SPECS: dict[str, CheckSpec] = {
         CheckSpec("same_person", "pair", "Mahalanobis distance of the front-width / side-depth ratios at chest, waist "
                   "and hip from those of one person", "", None, PAIR_DISTANCE, "",
                   "the body's widths in the front photo do not match its depths in the side photo: they may show different people"),
+        CheckSpec("side_outline", "side", "narrowest depth of the neck / deepest row of the head, in profile", "",
+                  None, SIDE_NECK_DEPTH, "", "the outline behind your head and neck is as deep as your head: something "
+                  "behind you (furniture, a door, a bag, long hair) was cut out as part of you"),
     )
 }  # fmt: skip
 
@@ -346,6 +356,15 @@ def side_lean(b: _Body) -> float:
     return math.degrees(math.atan2(facing * (b.c - ankle), dy))
 
 
+def neck_depth(b: _Body) -> float:
+    """Narrowest row of the neck over the deepest row of the head, in profile. A person's neck is
+    shallower than the head (about 0.6; at most 0.94 over 1,000 training-like renders); when the
+    segmentation merges an object behind the person into them (rembg does this with a bold
+    object that touches the outline), the block fills the nape and the ratio reaches 1."""
+    head, neck = b.extents(*SIDE_HEAD_ROWS), b.extents(*SIDE_NECK_ROWS)
+    return float(neck.min() / head.max()) if head.size and neck.size else math.nan
+
+
 def pair_ratios(front: _Body, side: _Body) -> np.ndarray:
     """log(front width / side depth) at the chest, waist and hip (PAIR_LEVELS, +-2% bands):
     the torso is the widest run of a front row (the arms are away from it), the side depth a
@@ -431,6 +450,16 @@ def check_framing(person_px: tuple[float, float], photo_hw: tuple[tuple[int, int
     return _judge("framing", px[worst], (box,))
 
 
+def check_segmentation(side: np.ndarray) -> CaptureCheck:
+    """Did the side photo's segmentation take in something behind the person? Not one of the pose
+    checks (:func:`check_silhouettes`): like the framing, it is about the photo's mask, so the
+    evaluation and the interval calibration, which read rendered masks, leave it out."""
+    s = _Body(side)
+    z = SIDE_NECK_ROWS[1] + 0.08
+    x0, x1 = _cols(s, 0.0, z)
+    return _judge("side_outline", neck_depth(s), (Mark("side", "box", (x0 - 2, s.top - 2, x1 + 2, s.y(z))),))
+
+
 def check_capture(front, side) -> list[CaptureCheck]:
     """All checks of a :class:`~bodyshape.photo.PhotoSilhouette` pair, in :data:`SPECS` order.
 
@@ -441,6 +470,7 @@ def check_capture(front, side) -> list[CaptureCheck]:
     person = tuple(float(np.ptp(np.flatnonzero(v.mask.any(1))) + 1) if v.mask.any() else 0.0 for v in (front, side))
     hw = tuple(tuple(v.image.shape[:2]) for v in (front, side))
     checks.append(check_framing(person, hw, (front.silhouette, side.silhouette)))
+    checks.append(check_segmentation(side.silhouette))
     order = list(SPECS)
     return sorted(checks, key=lambda c: order.index(c.name))
 

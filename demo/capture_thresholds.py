@@ -59,6 +59,7 @@ def features(front: np.ndarray, side: np.ndarray) -> dict[str, float | np.ndarra
         "side_arms": capture.side_arm_reach(s),
         "side_lean": capture.side_lean(s),
         "pair_ratios": capture.pair_ratios(f, s),
+        "side_outline": capture.neck_depth(s),
     }
 
 
@@ -134,6 +135,7 @@ def pose_thresholds(good: dict[str, np.ndarray]) -> dict:
         "side_arms": (None, pct(good["side_arms"], HIGH_PCT)),
         "side_lean": (pct(good["side_lean"], LOW_PCT), pct(good["side_lean"], HIGH_PCT)),
         "same_person": (None, pct(d, HIGH_PCT)),
+        "side_outline": (None, pct(good["side_outline"], HIGH_PCT)),
         "pair_mean": mean.round(4).tolist(),
         "pair_inv_cov": inv.round(3).tolist(),
     }
@@ -149,8 +151,9 @@ def percentiles(good: dict[str, np.ndarray]) -> dict[str, list[float]]:
 
 def warn_rates(front: np.ndarray, side: np.ndarray) -> dict[str, float]:
     """Fraction of pairs on which each check of :mod:`bodyshape.capture` (its constants) warns."""
-    names = [n for n in capture.SPECS if n != "framing"]
-    fails = np.array([[not c.passed for c in capture.check_silhouettes(f, s)] for f, s in zip(front, side, strict=True)])
+    rows = [[*capture.check_silhouettes(f, s), capture.check_segmentation(s)] for f, s in zip(front, side, strict=True)]
+    names = [c.name for c in rows[0]]
+    fails = np.array([[not c.passed for c in checks] for checks in rows])
     return dict(zip(names, fails.mean(0).round(3).tolist(), strict=True))
 
 

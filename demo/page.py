@@ -72,8 +72,8 @@ CAPTURE_TEXT = f"""
 1. **Front:** {capture.GUIDE["front_turned"]}; {capture.GUIDE["front_arms"]}; {capture.GUIDE["front_feet"]}; {capture.GUIDE["front_tilt"]}.
 2. **Side:** {capture.GUIDE["side_turned"]}; {capture.GUIDE["side_arms"]}; {capture.GUIDE["side_lean"]}.
 3. Camera at waist height, 2–3 m away: {capture.GUIDE["framing"]}. Same distance for both photos.
-4. {_capital(capture.GUIDE["same_person"])}. Plain wall behind you, nobody else in the picture, tight
-   clothes (or underwear), hair tied back, no shoes.
+4. {_capital(capture.GUIDE["same_person"])}. {_capital(capture.GUIDE["side_outline"])}; nobody else in
+   the picture, tight clothes (or underwear), no shoes.
 5. Enter your height: it sets the size of the body ({MIN_HEIGHT_CM:.0f}–{MAX_HEIGHT_CM:.0f} cm).
 6. Say what you wear: skin-tight gives the best numbers; for a T-shirt and shorts that follow the
    body choose *fitted*: the body is then fitted under an allowance for the cloth, with wider

@@ -60,7 +60,7 @@ def _failed(checks) -> set[str]:
 def test_good_capture_passes_every_check(shapes):
     front, side = _render(shapes)
     for f, s in zip(front, side, strict=True):
-        checks = capture.check_silhouettes(f, s)
+        checks = [*capture.check_silhouettes(f, s), capture.check_segmentation(s)]
         assert {c.name for c in checks} == set(capture.SPECS) - {"framing"}
         # The thresholds are the 0.5th / 99.5th percentiles of training-like captures, so about
         # 1% of them warn: one of these bodies holds an arm at 57.8 deg against 57.5 (it was
@@ -106,6 +106,28 @@ def test_front_and_side_of_different_people_are_named():
     assert not checks["same_person"].passed, checks["same_person"].value
     assert "different people" in checks["same_person"].message
     assert len(checks["same_person"].marks) == 2  # the torso in both views
+
+
+def test_an_object_merged_into_the_side_outline_is_named(shapes):
+    """The evaluation's repeatability split has one capture in which rembg merged an object behind
+    the person into the side outline, from the back of the head down the back (docs/capture.md);
+    the same block painted onto a good side silhouette fails side_outline, the clean one passes."""
+    _, side = _render(shapes)
+    for sil in side:
+        clean = capture.check_segmentation(sil)
+        assert clean.passed, clean.value
+        b = capture._Body(sil)
+        head_cols = np.flatnonzero(b.rows(*capture.SIDE_HEAD_ROWS).any(0))
+        faces_right = b.centroid_x(*capture.TOE_ROWS) >= b.centroid_x(*capture.SHIN_ROWS)
+        depth = round(0.04 * b.h)
+        # a block behind the nape and down the back, reaching further back than the head (as there)
+        cols = slice(head_cols.min() - depth, head_cols.min() + 3) if faces_right else slice(head_cols.max() - 2, head_cols.max() + depth + 1)
+        merged = sil.copy()
+        merged[round(b.y(capture.SIDE_HEAD_ROWS[1])) + 1 : round(b.y(0.45)), cols] = 255
+        check = capture.check_segmentation(merged)
+        assert not check.passed and check.value >= 1.0, check.value
+        assert "cut out as part of you" in check.message and check.message.startswith("Side photo: ")
+        assert [m.view for m in check.marks] == ["side"]
 
 
 def test_framing_check_on_sizes():
