@@ -37,27 +37,33 @@ def main() -> None:
     clothing = SPLIT_CLOTHING[REPEATABILITY]
     pred = predict_by_clothing(WEIGHTS_DIR / "fused.safetensors", split, load_intervals(), (clothing,),
                                load_correction(WEIGHTS_DIR))[clothing]  # fmt: skip
-    warned = capture_warned(split.front, split.side)
+    from bodyshape.capture import check_segmentation
+
+    # as the page judges a capture: the pose checks and the segmentation check (side_outline)
+    warned = capture_warned(split.front, split.side) | np.array([not check_segmentation(s).passed for s in split.side])
     g = [MEASUREMENT_NAMES.index(n) for n in GIRTHS]
     chest = MEASUREMENT_NAMES.index("chest")
     mm = " / ".join
 
     print("| person | height | SD reported | SD network | mean error | captures warned | chest's largest move (capture) |")
     print("|---|---|---|---|---|---|---|")
-    sds = []
+    sds, sds_net = [], []
     for person in np.unique(split.person):
         rows = np.flatnonzero(split.person == person)
         reported, network = pred.point[rows][:, g] * 1000, pred.network[rows][:, g] * 1000
         sd, sd_net = reported.std(0, ddof=1), network.std(0, ddof=1)
         sds.append(sd)
+        sds_net.append(sd_net)
         err = (pred.point[rows][:, g] - split.truth[rows][:, g]).mean(0) * 1000
         move = pred.point[rows, chest] * 1000 - np.median(pred.point[rows, chest] * 1000)
         worst = int(np.argmax(np.abs(move)))
         print(f"| {person} | {split.height[rows[0]]:.2f} | {mm(f'{x:.1f}' for x in sd)} | {mm(f'{x:.1f}' for x in sd_net)} | "
               f"{mm(f'{x:+.0f}' for x in err)} | {int(warned[rows].sum())} | {move[worst]:+.0f} ({worst}) |")
     sds = np.array(sds)
-    print(f"\nper-person SD, chest / waist / hip, mm: mean {mm(f'{x:.1f}' for x in sds.mean(0))}, "
-          f"median {mm(f'{x:.1f}' for x in np.median(sds, 0))}, largest {mm(f'{x:.1f}' for x in sds.max(0))}")
+    print()
+    for what, x in (("as reported", sds), ("the network's mean body", np.array(sds_net))):
+        print(f"per-person SD {what}, chest / waist / hip, mm: mean {mm(f'{v:.1f}' for v in x.mean(0))}, "
+              f"median {mm(f'{v:.1f}' for v in np.median(x, 0))}, largest {mm(f'{v:.1f}' for v in x.max(0))}")
 
 
 if __name__ == "__main__":
