@@ -217,7 +217,7 @@ def feedback_markdown(checks: list[CaptureCheck]) -> str:
     """The capture checks for the page: each warning (what to do), or one line saying all passed."""
     failed = [c for c in checks if not c.passed]
     if not failed:
-        return f"**Photos checked:** pose, stance, posture, framing and the pair look right ({len(checks)} checks passed)."
+        return f"**Photos checked:** pose, stance, posture, framing, the outline and the pair look right ({len(checks)} checks passed)."
     items = "\n".join(f"- {c.message}" for c in failed)
     return (
         f"**⚠ Check your photos** ({len(failed)} of {len(checks)} capture checks failed; the result below "
