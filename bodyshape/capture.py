@@ -460,17 +460,22 @@ def check_segmentation(side: np.ndarray) -> CaptureCheck:
     return _judge("side_outline", neck_depth(s), (Mark("side", "box", (x0 - 2, s.top - 2, x1 + 2, s.y(z))),))
 
 
+def check_masks(front: np.ndarray, side: np.ndarray) -> list[CaptureCheck]:
+    """Every check that reads only the two normalised silhouettes: the pose checks and the
+    segmentation check (the page's checks less the framing, which needs the photos)."""
+    return [*check_silhouettes(front, side), check_segmentation(side)]
+
+
 def check_capture(front, side) -> list[CaptureCheck]:
     """All checks of a :class:`~bodyshape.photo.PhotoSilhouette` pair, in :data:`SPECS` order.
 
     The photo's size is read from ``image.shape`` (a session may keep a pixel-less
     ``(H, W, 0)`` image), the person's height from the mask's rows.
     """
-    checks = check_silhouettes(front.silhouette, side.silhouette)
+    checks = check_masks(front.silhouette, side.silhouette)
     person = tuple(float(np.ptp(np.flatnonzero(v.mask.any(1))) + 1) if v.mask.any() else 0.0 for v in (front, side))
     hw = tuple(tuple(v.image.shape[:2]) for v in (front, side))
     checks.append(check_framing(person, hw, (front.silhouette, side.silhouette)))
-    checks.append(check_segmentation(side.silhouette))
     order = list(SPECS)
     return sorted(checks, key=lambda c: order.index(c.name))
 

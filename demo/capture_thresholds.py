@@ -151,7 +151,7 @@ def percentiles(good: dict[str, np.ndarray]) -> dict[str, list[float]]:
 
 def warn_rates(front: np.ndarray, side: np.ndarray) -> dict[str, float]:
     """Fraction of pairs on which each check of :mod:`bodyshape.capture` (its constants) warns."""
-    rows = [[*capture.check_silhouettes(f, s), capture.check_segmentation(s)] for f, s in zip(front, side, strict=True)]
+    rows = [capture.check_masks(f, s) for f, s in zip(front, side, strict=True)]
     names = [c.name for c in rows[0]]
     fails = np.array([[not c.passed for c in checks] for checks in rows])
     return dict(zip(names, fails.mean(0).round(3).tolist(), strict=True))

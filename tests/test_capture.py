@@ -60,7 +60,7 @@ def _failed(checks) -> set[str]:
 def test_good_capture_passes_every_check(shapes):
     front, side = _render(shapes)
     for f, s in zip(front, side, strict=True):
-        checks = [*capture.check_silhouettes(f, s), capture.check_segmentation(s)]
+        checks = capture.check_masks(f, s)
         assert {c.name for c in checks} == set(capture.SPECS) - {"framing"}
         # The thresholds are the 0.5th / 99.5th percentiles of training-like captures, so about
         # 1% of them warn: one of these bodies holds an arm at 57.8 deg against 57.5 (it was

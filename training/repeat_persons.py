@@ -23,11 +23,12 @@ GIRTHS = ("chest", "waist", "hip")
 
 
 def main() -> None:
+    from bodyshape.capture import check_masks
     from bodyshape.correction import load_correction
     from bodyshape.measurements import MEASUREMENT_NAMES
     from bodyshape.paths import WEIGHTS_DIR
     from bodyshape.uncertainty import load_intervals
-    from training.evaluate import capture_warned, predict_by_clothing
+    from training.evaluate import predict_by_clothing
     from training.splits import REPEATABILITY, SPLIT_CLOTHING, load_split
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -37,10 +38,8 @@ def main() -> None:
     clothing = SPLIT_CLOTHING[REPEATABILITY]
     pred = predict_by_clothing(WEIGHTS_DIR / "fused.safetensors", split, load_intervals(), (clothing,),
                                load_correction(WEIGHTS_DIR))[clothing]  # fmt: skip
-    from bodyshape.capture import check_segmentation
-
-    # as the page judges a capture: the pose checks and the segmentation check (side_outline)
-    warned = capture_warned(split.front, split.side) | np.array([not check_segmentation(s).passed for s in split.side])
+    # as the page judges a capture (the framing needs the photos): the pose and segmentation checks
+    warned = np.array([any(not c.passed for c in check_masks(f, s)) for f, s in zip(split.front, split.side, strict=True)])
     g = [MEASUREMENT_NAMES.index(n) for n in GIRTHS]
     chest = MEASUREMENT_NAMES.index("chest")
     mm = " / ".join
@@ -59,9 +58,8 @@ def main() -> None:
         worst = int(np.argmax(np.abs(move)))
         print(f"| {person} | {split.height[rows[0]]:.2f} | {mm(f'{x:.1f}' for x in sd)} | {mm(f'{x:.1f}' for x in sd_net)} | "
               f"{mm(f'{x:+.0f}' for x in err)} | {int(warned[rows].sum())} | {move[worst]:+.0f} ({worst}) |")
-    sds = np.array(sds)
     print()
-    for what, x in (("as reported", sds), ("the network's mean body", np.array(sds_net))):
+    for what, x in (("as reported", np.array(sds)), ("the network's mean body", np.array(sds_net))):
         print(f"per-person SD {what}, chest / waist / hip, mm: mean {mm(f'{v:.1f}' for v in x.mean(0))}, "
               f"median {mm(f'{v:.1f}' for v in np.median(x, 0))}, largest {mm(f'{v:.1f}' for v in x.max(0))}")
 
