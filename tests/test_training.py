@@ -303,3 +303,48 @@ def test_fit_correction_writes_a_correction_for_the_given_weights(trained, tmp_p
     assert cli_main(["fit-correction", "--data", str(tmp_path / "bits"), "--weights", str(weights),
                      "--cache", str(tmp_path / "cache3")]) == 2  # fmt: skip
     assert "--silhouettes coverage" in capsys.readouterr().err
+
+
+def test_recapture_noise_steadies_the_correction():
+    """Re-capture deviations as training noise (training/recaptures.py, fit_member). The
+    deviations have each person's captures centred and the variance of one capture. Then a
+    toy correction: input 0 is the network's measurement (truth plus a small error), input 1
+    an outline cue (truth plus a larger error); the target is the truth less the measurement.
+    Re-captures move only input 0. Without noise the corrected number (measurement plus
+    correction) leans on the measurement; trained with the noise and the target moving with
+    it, it follows the cue, which a re-capture leaves alone; with the target held, the
+    correction itself stops reading what a re-capture moves."""
+    from training.fit_correction import fit_member
+    from training.recaptures import person_sd, recapture_deviations
+
+    rng = np.random.default_rng(0)
+    person = np.repeat(np.arange(20), 6)
+    jitter = rng.normal(0, 0.8, len(person))
+    captures = np.stack([jitter, np.zeros(len(person))], 1).astype(np.float32)
+    dev = recapture_deviations(captures, person)
+    for p in range(20):
+        assert abs(dev[person == p].mean(0)).max() < 1e-5
+    assert 0.6 < dev[:, 0].std() < 1.0 and not dev[:, 1].any()
+    np.testing.assert_allclose(person_sd(captures, person)[0], np.mean([jitter[person == p].std(ddof=1) for p in range(20)]),
+                               rtol=1e-5)  # fmt: skip
+
+    truth = rng.normal(size=1200)
+    x = np.stack([truth + 0.3 * rng.normal(size=1200), truth + 0.6 * rng.normal(size=1200)], 1).astype(np.float32)
+    y = np.repeat((truth - x[:, 0])[:, None], 16, axis=1).astype(np.float32)
+    holdout = rng.random(len(x)) < 0.1
+    probe = torch.tensor([[0.0, 0.0], [1.0, 0.0]])  # a re-capture moved the measurement by 1
+
+    def slopes(scale: float, moving: bool) -> tuple[float, float]:
+        """How much the correction and the corrected number move with the probe."""
+        shift = np.repeat(dev[:, :1], 16, axis=1) if moving else None
+        net = fit_member(x, y, holdout, 32, 30, 0, dev, scale, shift)[0]
+        with torch.no_grad():
+            moved = float((net(probe)[1] - net(probe)[0]).mean())
+        return moved, 1.0 + moved
+
+    _, corrected_plain = slopes(0.0, False)
+    _, corrected_held = slopes(2.0, True)
+    correction_fixed, _ = slopes(2.0, False)
+    assert corrected_plain > 0.5  # the measurement is the better input on the training rows
+    assert abs(corrected_held) < 0.5 * corrected_plain
+    assert abs(correction_fixed) < 0.25

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -139,22 +140,24 @@ def capture_silhouettes(masks: list, scenes: list[int], draws: list[list[Reframi
 
 
 def main() -> None:
-    from bodyshape.body_model import get_body_model
-    from bodyshape.correction import load_correction
-    from bodyshape.measurements import MEASUREMENT_NAMES, get_measurer
+    from bodyshape.correction import MeasurementCorrection, load_correction
+    from bodyshape.measurements import MEASUREMENT_NAMES
     from bodyshape.paths import WEIGHTS_DIR
     from bodyshape.photo import get_segmenter
     from bodyshape.uncertainty import load_intervals
     from training.evaluate import predict_measurements
-    from training.splits import Split, dressed_masks
+    from training.recaptures import NOISE_SEED, draw_captures, person_sd
+    from training.splits import Split
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--persons", type=int, default=16)
     p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--seed", type=int, default=4243)
+    p.add_argument("--seed", type=int, default=NOISE_SEED)
     p.add_argument("--only", nargs="*", default=None, help="variants whose label contains one of these")
     p.add_argument("--refit-steps", type=int, default=None,
                    help="Gauss-Newton steps of the refit (default: bodyshape.refit.STEPS, what the page does)")
+    p.add_argument("--correction", type=Path, default=None,
+                   help="a correction.safetensors to use instead of the shipped one (e.g. a candidate)")
     a = p.parse_args()
     if a.refit_steps is not None:
         import bodyshape.refit
@@ -163,18 +166,11 @@ def main() -> None:
     variants = {k: v for k, v in VARIANTS.items() if not a.only or any(o in k for o in a.only)}
     if not variants:
         p.error(f"--only {' '.join(a.only)} matches no variant; the variants are:\n" + "\n".join(VARIANTS))
-    model = get_body_model()
-    shapes = model.sample_shapes(a.persons, seed=a.seed)
-    rng = np.random.default_rng(np.random.SeedSequence([a.seed, 7]))
-    masks, scenes, draws = [], [], []
-    for shape in shapes:
-        masks.append(dressed_masks(shape, rng))
-        scenes.append(int(rng.integers(2**32)))
-        draws.append([Reframing.draw(rng) for _ in range(a.frames)])
-    truth = get_measurer().batch(model.forward(shapes).rest_vertices)
+    masks, scenes, draws, truth = draw_captures(a.persons, a.frames, a.seed)
     person = np.repeat(np.arange(a.persons), a.frames)
     g = [MEASUREMENT_NAMES.index(n) for n in GIRTHS]
-    correction, intervals = load_correction(WEIGHTS_DIR), load_intervals(WEIGHTS_DIR)
+    intervals = load_intervals(WEIGHTS_DIR)
+    correction = MeasurementCorrection.load(a.correction) if a.correction else load_correction(WEIGHTS_DIR)
     from bodyshape.refit import STEPS
 
     print(f"{a.persons} persons x {a.frames} captures of seed {a.seed}, refit in {STEPS} Gauss-Newton steps; "
@@ -188,7 +184,7 @@ def main() -> None:
         point = predict_measurements(WEIGHTS_DIR / "fused.safetensors", split, intervals, "fitted", correction).point
         got = 1000 * point[:, g].reshape(a.persons, a.frames, len(g))
         err = got - 1000 * truth[:, None, g]
-        sd = got.std(axis=1, ddof=1).mean(axis=0)
+        sd = person_sd(1000 * point[:, g], person)
         print(f"| {label} | " + " | ".join(" / ".join(f"{x:{fmt}}" for x in v) for v, fmt in
                                          ((sd, ".1f"), (np.abs(err).mean((0, 1)), ".1f"), (err.mean((0, 1)), "+.1f")))
               + " |", flush=True)  # fmt: skip

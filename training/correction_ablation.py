@@ -5,7 +5,10 @@ splits): the table "Chosen on the calibration splits" in docs/evaluation.md.
     python -m training.correction_ablation        # ~40 min on 2 cores (the calibration splits' features, then the fits)
     python -m training.correction_ablation --files A.safetensors B.safetensors   # saved corrections, side by side
 
-Chest / waist / hip MAE (bias in brackets), mm, of the corrected measurements before the refit.
+Chest / waist / hip MAE (bias in brackets), mm, of the corrected measurements before the refit;
+the last column, the per-person SD of the same, on dressed persons re-captured 8 times each
+(training/recaptures.py: seed 4244; the noise variants learn a re-capture's changes from the
+persons of seed 4243).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ def calibration_features(weights: Path, data: Path, cache: Path) -> dict[str, di
     from training.splits import FORMAT, load_split
 
     out = {}
+    cache.mkdir(parents=True, exist_ok=True)
     tag = f"v{FORMAT}_{file_sha256(weights)[:12]}"  # the splits' canvases and the network they were read with
     for name, (n, seed) in CALIBRATION_SPLITS.items():
         path = cache / f"calib_{name}_{tag}.npz"
@@ -82,10 +86,17 @@ def with_outline_statistics(sets: dict[str, dict[str, np.ndarray]], silhouettes,
 
 
 def fit(train: dict, rows: int, members: int, hidden: int, columns: int | None = None, ridge: float | None = None,
-        key: str = "inputs"):  # fmt: skip
-    """-> a function (set) -> corrected-minus-point, metres; ``key``: which inputs of the set."""
+        key: str = "inputs", noise: float = 0.0, deviations: np.ndarray | None = None,
+        moving_target: bool = False):  # fmt: skip
+    """-> (a function (set) -> corrected-minus-point, metres, the fitted
+    :class:`bodyshape.correction.MeasurementCorrection` where it is one: an MLP on every input);
+    ``key``: which inputs of the set;
+    ``noise``: the scale of the re-capture ``deviations`` added to the training rows, with the
+    target moving with the measurements' deviations or not (``moving_target``;
+    :func:`training.fit_correction.fit_member`)."""
     import torch
 
+    from bodyshape.correction import MeasurementCorrection
     from training.fit_correction import HOLDOUT, fit_member
 
     columns = columns or train[key].shape[1]
@@ -98,16 +109,19 @@ def fit(train: dict, rows: int, members: int, hidden: int, columns: int | None =
         reg = ridge * np.eye(a.shape[1])
         reg[-1, -1] = 0.0
         w = np.linalg.solve(a.T @ a + reg, a.T @ y)
-        return lambda z: np.hstack([(z[key][:, :columns] - mean) / std, np.ones((len(z[key]), 1))]) @ w / 100
+        return (lambda z: np.hstack([(z[key][:, :columns] - mean) / std, np.ones((len(z[key]), 1))]) @ w / 100), None
     holdout = np.random.default_rng(0).random(len(x)) < HOLDOUT
-    nets = [fit_member(x, y, holdout, hidden, 60, k)[0] for k in range(members)]
+    pool = None if deviations is None else deviations[:, :columns] / std
+    shift = None if deviations is None or not moving_target else deviations[:, : len(MEASUREMENT_NAMES)] * 100
+    nets = [fit_member(x, y, holdout, hidden, 60, k, pool, noise, shift)[0] for k in range(members)]
 
     def apply(z: dict) -> np.ndarray:
         with torch.no_grad():
             t = torch.from_numpy(((z[key][:, :columns] - mean) / std).astype(np.float32))
             return torch.stack([n(t) for n in nets]).mean(0).numpy() / 100
 
-    return apply
+    whole = key == "inputs" and columns == train[key].shape[1]
+    return apply, (MeasurementCorrection(nets, mean, std, {"variant": True}) if whole else None)
 
 
 VARIANTS = {
@@ -119,17 +133,31 @@ VARIANTS = {
     "MLP, 15,000 rows, 3 networks": dict(rows=15000, members=3, hidden=128),
     "MLP, 15,000 rows, 3 networks of 256": dict(rows=15000, members=3, hidden=256),
     "MLP, 30,000 rows, 3 networks": dict(rows=30000, members=3, hidden=128),
+    "MLP, 15,000 rows, 3 networks, re-capture noise × 1, the correction held": dict(rows=15000, members=3, hidden=128,
+                                                                                   noise=1.0),
+    "MLP, 15,000 rows, 3 networks, re-capture noise × 1, the corrected numbers held": dict(
+        rows=15000, members=3, hidden=128, noise=1.0, moving_target=True),
+    "MLP, 15,000 rows, 3 networks, re-capture noise × 2, the corrected numbers held": dict(
+        rows=15000, members=3, hidden=128, noise=2.0, moving_target=True),
 }
+
 #: Training rows given the richer outline.
 RICH_ROWS = 15000
 
 
 def cells(calib: dict[str, dict[str, np.ndarray]], change) -> str:
     """One table row's cells: chest / waist / hip MAE (bias) of the corrected measurements,
-    mm, per calibration split; ``change``: set -> corrected-minus-point, metres."""
+    mm, per calibration split, and for the re-captured persons (``recaptures``) the per-person
+    SD; ``change``: set -> corrected-minus-point, metres."""
+    from training.recaptures import person_sd
+
     out = []
-    for z in calib.values():
-        e = (z["point"] + change(z) - z["truth"])[:, GIRTHS] * 1000
+    for name, z in calib.items():
+        corrected = (z["point"] + change(z))[:, GIRTHS] * 1000
+        if name == "recaptures":
+            out.append(" / ".join(f"{v:.1f}" for v in person_sd(corrected, z["person"])))
+            continue
+        e = corrected - z["truth"][:, GIRTHS] * 1000
         out.append(" / ".join(f"{np.abs(e[:, j]).mean():.1f}" for j in range(3))
                    + " (" + " / ".join(f"{e[:, j].mean():+.1f}" for j in range(3)) + ")")
     return " | ".join(out)
@@ -142,15 +170,34 @@ def print_head(calib: dict[str, dict[str, np.ndarray]]) -> None:
     print("| none (the network, four looks) | " + cells(calib, lambda z: 0.0) + " |", flush=True)
 
 
-def judge_files(files: list[Path], calib: dict[str, dict[str, np.ndarray]]) -> None:
-    """The table's rows for saved corrections (e.g. the one before a refit and the refit)."""
+def judge_files(files: list[Path], calib: dict[str, dict[str, np.ndarray]], reported: bool = False) -> None:
+    """The table's rows for saved corrections (e.g. the one before a refit and the refit); with
+    ``reported``, then the re-captured persons' numbers as the page reports them."""
     from bodyshape.correction import MeasurementCorrection
 
     print_head(calib)
-    for path in files:
-        model = MeasurementCorrection.load(path)
+    models = {str(path): MeasurementCorrection.load(path) for path in files}
+    for path, model in models.items():
         print(f"| {path} ({model.info.get('trained_on', '?')}) | "
               + cells(calib, lambda z, m=model: m.change(z["inputs"])) + " |", flush=True)
+    if reported:
+        judge_reported(calib["recaptures"], {"none": None, **models})
+
+
+def judge_reported(z: dict[str, np.ndarray], corrections: dict) -> None:
+    """Chest / waist / hip of re-captured dressed persons as the page reports them (clothing
+    declared fitted: the shipped allowance; the refit), per correction: per-person SD, MAE, bias, mm."""
+    from bodyshape.correction import reported_bodies
+    from bodyshape.uncertainty import load_intervals
+    from training.recaptures import person_sd
+
+    allowance = load_intervals().allowance("fitted")
+    print("\n| correction | per-person SD, as reported | MAE | bias |\n|---|---|---|---|")
+    for label, model in corrections.items():
+        _, _, point = reported_bodies(z["shape"], z["height"], z["point"], z["front"], z["side"], model, allowance)
+        got, err = point[:, GIRTHS] * 1000, (point - z["truth"])[:, GIRTHS] * 1000
+        print(f"| {label} | " + " | ".join(" / ".join(f"{v:{fmt}}" for v in x) for x, fmt in (
+            (person_sd(got, z["person"]), ".1f"), (np.abs(err).mean(0), ".1f"), (err.mean(0), "+.1f"))) + " |", flush=True)
 
 
 def main() -> None:
@@ -158,6 +205,14 @@ def main() -> None:
     from training.calibrate_intervals import CALIBRATION_SPLITS
     from training.dataset import load_dataset
     from training.fit_correction import cached_features
+    from training.recaptures import (
+        JUDGE_CAPTURES,
+        JUDGE_SEED,
+        NOISE_CAPTURES,
+        NOISE_SEED,
+        recapture_deviations,
+        recapture_set,
+    )
     from training.splits import load_split
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -167,15 +222,21 @@ def main() -> None:
     p.add_argument("--only", nargs="*", default=None, help="rows whose label contains one of these (default: all)")
     p.add_argument("--files", nargs="*", type=Path, default=None,
                    help="judge these saved corrections (correction.safetensors files) instead of fitting the variants")
+    p.add_argument("--reported", action="store_true",
+                   help="also the re-captured persons as the page reports them (the refit; ~2 min a correction)")
     a = p.parse_args()
     variants = {k: v for k, v in VARIANTS.items() if not a.only or any(o in k for o in a.only)}
     weights = WEIGHTS_DIR / "fused.safetensors"
     if a.files is not None:
-        judge_files(a.files, calibration_features(weights, a.calib, a.cache))
+        judge_files(a.files, {**calibration_features(weights, a.calib, a.cache),
+                              "recaptures": recapture_set(weights, *JUDGE_CAPTURES, JUDGE_SEED, a.cache)}, a.reported)
         return
     # the training rows' features the rows need (`bodyshape fit-correction --n` caches them)
     train = cached_features(weights, a.train, max(v["rows"] for v in variants.values()), a.cache)
     calib = calibration_features(weights, a.calib, a.cache)
+    source = recapture_set(weights, *NOISE_CAPTURES, NOISE_SEED, a.cache)
+    deviations = recapture_deviations(source["inputs"], source["person"])
+    judged = {**calib, "recaptures": recapture_set(weights, *JUDGE_CAPTURES, JUDGE_SEED, a.cache)}
 
     def silhouettes(name: str) -> tuple[np.ndarray, np.ndarray]:
         if name == "train":
@@ -187,9 +248,16 @@ def main() -> None:
     if any(v.get("key") == "rich" for v in variants.values()):
         with_outline_statistics({"train": train, **calib}, silhouettes, a.cache)
 
-    print_head(calib)
+    print_head(judged)
+    fitted = {}
     for label, v in variants.items():
-        print(f"| {label} | " + cells(calib, fit(train, **v)) + " |", flush=True)
+        apply, fitted[label] = fit(train, **v, deviations=deviations)
+        print(f"| {label} | " + cells(judged, apply) + " |", flush=True)
+    if a.reported:
+        from bodyshape.correction import load_correction
+
+        judge_reported(judged["recaptures"], {"none": None, "shipped": load_correction(WEIGHTS_DIR),
+                                              **{k: m for k, m in fitted.items() if m is not None}})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from bodyshape.errors import BodyShapeError
 CHUNK = 500
 #: Share of the rows held out to pick each member's epoch.
 HOLDOUT = 0.1
+#: Scale of the re-capture deviations added to the training rows (fit_member); 0: none.
+RECAPTURE_NOISE = 0.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--recapture-noise", type=float, default=RECAPTURE_NOISE,
+                   help="scale of the re-capture deviations added to the training rows (0: none; "
+                        "training/recaptures.py, docs/evaluation.md)")
 
 
 def features(predictor, ds, rows: slice) -> dict[str, np.ndarray]:
@@ -136,31 +141,51 @@ def cached_features(weights: Path, data: Path, n: int, cache: Path, workers: int
     return {k: np.concatenate([p[k] for p in parts])[: len(ds)] for k in parts[0]}
 
 
-def fit_member(x: np.ndarray, y_cm: np.ndarray, holdout: np.ndarray, hidden: int, epochs: int, seed: int):
+def fit_member(x: np.ndarray, y_cm: np.ndarray, holdout: np.ndarray, hidden: int, epochs: int, seed: int,
+               noise: np.ndarray | None = None, noise_scale: float = 0.0,
+               noise_target: np.ndarray | None = None):  # fmt: skip
     """One network, trained on the rows not in ``holdout``; its best epoch on those rows is kept.
-    -> (net, best epoch, held-out MAE in cm)."""
+    ``noise`` (K, F), standardised like ``x``: what a re-capture of one person changes in the
+    inputs (:func:`training.recaptures.recapture_deviations`); each training row gets one of
+    them, drawn at random each epoch and times ``noise_scale``, as if captured again.
+    ``noise_target`` (K, M) cm: what the same re-capture changes in the network's measurements;
+    given, the target moves with them (the truth stays, the error changes), so the network
+    learns to give one person the same *corrected* numbers however they were captured; None:
+    the target stays, so it learns to give the same *correction*. With noise the held-out rows
+    get one fixed draw of it too. -> (net, best epoch, held-out MAE in cm)."""
     import torch
 
     from bodyshape.correction import build_net
 
     torch.manual_seed(seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y_cm)
+    nt = None if noise is None or noise_scale == 0 else torch.from_numpy(np.asarray(noise, np.float32)) * noise_scale
+    ny = None if nt is None or noise_target is None else torch.from_numpy(np.asarray(noise_target, np.float32)) * noise_scale
     train, held = torch.from_numpy(np.flatnonzero(~holdout)), torch.from_numpy(np.flatnonzero(holdout))
     net = build_net(x.shape[1], hidden, dropout=0.1)
     opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-2)
+    hx, hy = xt[held], yt[held]
+    if nt is not None:  # the held-out rows captured again too (one fixed draw), or the epoch chosen would undo the noise
+        k = torch.randint(len(nt), (len(held),), generator=torch.Generator().manual_seed(seed))
+        hx, hy = hx + nt[k], (hy if ny is None else hy - ny[k])
     best, best_epoch, state = float("inf"), -1, None
     for epoch in range(epochs):
         net.train()
         order = train[torch.randperm(len(train))]
         for i in range(0, len(order), 256):
             b = order[i : i + 256]
-            loss = torch.nn.functional.smooth_l1_loss(net(xt[b]), yt[b])
+            xb, yb = xt[b], yt[b]
+            if nt is not None:
+                k = torch.randint(len(nt), (len(b),))
+                xb = xb + nt[k]
+                yb = yb if ny is None else yb - ny[k]
+            loss = torch.nn.functional.smooth_l1_loss(net(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
         net.eval()
         with torch.no_grad():
-            err = float((net(xt[held]) - yt[held]).abs().mean())
+            err = float((net(hx) - hy).abs().mean())
         if err < best:
             best, best_epoch, state = err, epoch, {k: v.clone() for k, v in net.state_dict().items()}
     net.load_state_dict(state)
@@ -179,15 +204,26 @@ def run(args: argparse.Namespace) -> int:
     x = (inputs - mean) / std
     y = ((f["truth"] - f["point"]) * 100).astype(np.float32)  # cm
     holdout = np.random.default_rng(args.seed).random(len(x)) < HOLDOUT
+    deviations = None
+    if args.recapture_noise:
+        from training.recaptures import NOISE_CAPTURES, NOISE_SEED, recapture_deviations, recapture_set
+
+        source = recapture_set(weights, *NOISE_CAPTURES, NOISE_SEED, args.cache)
+        deviations = recapture_deviations(source["inputs"], source["person"]) / std
     nets, epochs = [], []
     for k in range(args.members):
-        net, epoch, err = fit_member(x, y, holdout, args.hidden, args.epochs, args.seed + k)
+        net, epoch, err = fit_member(x, y, holdout, args.hidden, args.epochs, args.seed + k, deviations,
+                                     args.recapture_noise)  # fmt: skip
         nets.append(net)
         epochs.append(epoch)
         print(f"member {k + 1}/{args.members}: best epoch {epoch + 1}, held-out MAE {10 * err:.1f} mm (all measurements)")
     info = {"trained_on": f"{args.data} (rows 0-{len(x) - 1}, {int(holdout.sum())} held out to stop)",
             "weights_sha256": file_sha256(weights), "epochs": epochs, "hidden": args.hidden,
-            "definitions": DEFINITIONS_VERSION}  # fmt: skip
+            "definitions": DEFINITIONS_VERSION, "recapture_noise": args.recapture_noise}  # fmt: skip
+    if args.recapture_noise:
+        from training.recaptures import NOISE_CAPTURES, NOISE_SEED
+
+        info["recapture_noise_from"] = f"{NOISE_CAPTURES[0]} persons x {NOISE_CAPTURES[1]} captures of seed {NOISE_SEED}"
     model = MeasurementCorrection(nets, mean, std, info)
     corrected = f["point"] + model.change(inputs)
     print("held-out rows, MAE (bias) mm, network -> corrected (before the refit):")
