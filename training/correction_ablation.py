@@ -139,6 +139,10 @@ VARIANTS = {
         rows=15000, members=3, hidden=128, noise=1.0, moving_target=True),
     "MLP, 15,000 rows, 3 networks, re-capture noise × 2, the corrected numbers held": dict(
         rows=15000, members=3, hidden=128, noise=2.0, moving_target=True),
+    "MLP, 15,000 rows, 3 networks, re-capture noise × 3, the corrected numbers held": dict(
+        rows=15000, members=3, hidden=128, noise=3.0, moving_target=True),
+    "MLP, 30,000 rows, 3 networks, re-capture noise × 2, the corrected numbers held": dict(
+        rows=30000, members=3, hidden=128, noise=2.0, moving_target=True),
 }
 
 #: Training rows given the richer outline.
