@@ -97,7 +97,7 @@ def fit(train: dict, rows: int, members: int, hidden: int, columns: int | None =
     import torch
 
     from bodyshape.correction import MeasurementCorrection
-    from training.fit_correction import HOLDOUT, fit_member
+    from training.fit_correction import HOLDOUT, fit_member, noise_pool
 
     columns = columns or train[key].shape[1]
     x0 = train[key][:rows, :columns].astype(np.float32)
@@ -111,8 +111,7 @@ def fit(train: dict, rows: int, members: int, hidden: int, columns: int | None =
         w = np.linalg.solve(a.T @ a + reg, a.T @ y)
         return (lambda z: np.hstack([(z[key][:, :columns] - mean) / std, np.ones((len(z[key]), 1))]) @ w / 100), None
     holdout = np.random.default_rng(0).random(len(x)) < HOLDOUT
-    pool = None if deviations is None else deviations[:, :columns] / std
-    shift = None if deviations is None or not moving_target else deviations[:, : len(MEASUREMENT_NAMES)] * 100
+    pool, shift = (None, None) if deviations is None else noise_pool(deviations, std, moving_target, columns)
     nets = [fit_member(x, y, holdout, hidden, 60, k, pool, noise, shift)[0] for k in range(members)]
 
     def apply(z: dict) -> np.ndarray:

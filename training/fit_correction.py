@@ -141,6 +141,19 @@ def cached_features(weights: Path, data: Path, n: int, cache: Path, workers: int
     return {k: np.concatenate([p[k] for p in parts])[: len(ds)] for k in parts[0]}
 
 
+def noise_pool(deviations: np.ndarray, std: np.ndarray, moving_target: bool,
+               columns: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """Re-capture deviations of the inputs (:func:`training.recaptures.recapture_deviations`, the
+    inputs' units) -> :func:`fit_member`'s ``noise`` (the first ``columns``, standardised by
+    ``std``) and ``noise_target`` (the measurements' deviations, cm; None unless
+    ``moving_target``: the corrected numbers held)."""
+    from bodyshape.measurements import MEASUREMENT_NAMES
+
+    columns = columns or deviations.shape[1]
+    shift = deviations[:, : len(MEASUREMENT_NAMES)] * 100 if moving_target else None
+    return deviations[:, :columns] / std, shift
+
+
 def fit_member(x: np.ndarray, y_cm: np.ndarray, holdout: np.ndarray, hidden: int, epochs: int, seed: int,
                noise: np.ndarray | None = None, noise_scale: float = 0.0,
                noise_target: np.ndarray | None = None):  # fmt: skip
@@ -204,29 +217,26 @@ def run(args: argparse.Namespace) -> int:
     x = (inputs - mean) / std
     y = ((f["truth"] - f["point"]) * 100).astype(np.float32)  # cm
     holdout = np.random.default_rng(args.seed).random(len(x)) < HOLDOUT
-    deviations = None
+    pool = shift = None
+    extra = {}
     if args.recapture_noise:
         from training.recaptures import NOISE_CAPTURES, NOISE_SEED, recapture_deviations, recapture_set
 
         source = recapture_set(weights, *NOISE_CAPTURES, NOISE_SEED, args.cache)
-        raw = recapture_deviations(source["inputs"], source["person"])
         # the corrected numbers held (the target moves with the measurements): chosen on the
         # calibration splits and seed 4244 (docs/evaluation.md)
-        deviations, shift = raw / std, raw[:, : len(MEASUREMENT_NAMES)] * 100
+        pool, shift = noise_pool(recapture_deviations(source["inputs"], source["person"]), std, moving_target=True)
+        extra["recapture_noise_from"] = f"{NOISE_CAPTURES[0]} persons x {NOISE_CAPTURES[1]} captures of seed {NOISE_SEED}"
     nets, epochs = [], []
     for k in range(args.members):
-        net, epoch, err = fit_member(x, y, holdout, args.hidden, args.epochs, args.seed + k, deviations,
-                                     args.recapture_noise, None if deviations is None else shift)  # fmt: skip
+        net, epoch, err = fit_member(x, y, holdout, args.hidden, args.epochs, args.seed + k, pool,
+                                     args.recapture_noise, shift)  # fmt: skip
         nets.append(net)
         epochs.append(epoch)
         print(f"member {k + 1}/{args.members}: best epoch {epoch + 1}, held-out MAE {10 * err:.1f} mm (all measurements)")
     info = {"trained_on": f"{args.data} (rows 0-{len(x) - 1}, {int(holdout.sum())} held out to stop)",
             "weights_sha256": file_sha256(weights), "epochs": epochs, "hidden": args.hidden,
-            "definitions": DEFINITIONS_VERSION, "recapture_noise": args.recapture_noise}  # fmt: skip
-    if args.recapture_noise:
-        from training.recaptures import NOISE_CAPTURES, NOISE_SEED
-
-        info["recapture_noise_from"] = f"{NOISE_CAPTURES[0]} persons x {NOISE_CAPTURES[1]} captures of seed {NOISE_SEED}"
+            "definitions": DEFINITIONS_VERSION, "recapture_noise": args.recapture_noise, **extra}  # fmt: skip
     model = MeasurementCorrection(nets, mean, std, info)
     corrected = f["point"] + model.change(inputs)
     print("held-out rows, MAE (bias) mm, network -> corrected (before the refit):")
