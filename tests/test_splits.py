@@ -166,3 +166,19 @@ def test_reframing_keeps_the_room_and_clothes_and_changes_the_framing():
     assert not np.array_equal(first[0], other_room[0])
     drawn = Reframing.draw(np.random.default_rng(0))
     assert all(0.54 <= f <= 0.9 for f in drawn.body_frac) and 60 <= drawn.jpeg_quality <= 95
+
+
+def test_dress_grows_the_torso_by_the_margin_cloth_floor_draws():
+    """training.cloth_floor draws the cloth margin with the function dress uses: the torso of a
+    dressed mask is wider by exactly twice that margin, the legs and the head are not."""
+    from training.splits import cloth_margin_px, dress
+
+    mask = np.zeros((560, 200), np.uint8)
+    mask[40:540, 80:120] = 255  # a 40 px wide column, 499 rows from top to bottom row
+    seed = 5
+    px = cloth_margin_px(499, np.random.default_rng(seed))
+    assert 1 <= px <= round(0.015 / 1.7 * 499)
+    out = dress(mask, "front", np.random.default_rng(seed))
+    width = (out > 0).sum(1)
+    assert width[300] == 40 + 2 * px  # the torso rows (0.19-0.60 of the height)
+    assert width[500] == 40  # the legs

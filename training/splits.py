@@ -205,6 +205,16 @@ def _render_split(name: str, n: int, seed: int, model: BodyModel) -> tuple[np.nd
 
 
 # ----------------------------------------------------------------------------- photo splits
+#: The loose-clothing margin of the dressed splits, metres at a 1.7 m scale (uniform).
+CLOTH_MARGIN_M = (0.005, 0.015)
+
+
+def cloth_margin_px(body_px: int, rng: np.random.Generator) -> int:
+    """The cloth margin :func:`dress` puts on a view whose body is ``body_px`` rows tall, pixels
+    (drawn once per view: the front and the side of one person get their own)."""
+    return max(1, round(rng.uniform(*CLOTH_MARGIN_M) / 1.7 * body_px))
+
+
 def dress(mask: np.ndarray, view: str, rng: np.random.Generator) -> np.ndarray:
     """Hair and a loose-clothing margin (0.5-1.5 cm) on the torso of a rendered mask (a copy)."""
     import cv2
@@ -214,7 +224,7 @@ def dress(mask: np.ndarray, view: str, rng: np.random.Generator) -> np.ndarray:
     out = mask.copy()
     rows = np.flatnonzero(out.any(1))
     top, h = rows[0], rows[-1] - rows[0]
-    px = max(1, round(rng.uniform(0.005, 0.015) / 1.7 * h))  # cm of cloth at a 1.7 m scale
+    px = cloth_margin_px(h, rng)
     torso = slice(top + int(0.19 * h), top + int(0.60 * h))
     grown = cv2.dilate(out, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1)))
     out[torso] = grown[torso]
