@@ -264,7 +264,7 @@ def test_fit_correction_writes_a_correction_for_the_given_weights(trained, tmp_p
     weights.mkdir()
     shutil.copy(Path(cfg.out) / "weights" / "fused.safetensors", weights / "fused.safetensors")
     shipped_before = digests(paths.WEIGHTS_DIR)
-    args = ["fit-correction", "--data", str(root / "data"), "--n", "200", "--weights", str(weights),
+    args = ["fit-correction", "--data", str(root / "data"), "--n", "200", "--recapture-noise", "0", "--weights", str(weights),
             "--cache", str(tmp_path / "cache"), "--members", "2", "--epochs", "3"]  # fmt: skip
     assert cli_main(args) == 0
     model = MeasurementCorrection.load(weights / CORRECTION_FILE)

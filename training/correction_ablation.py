@@ -87,7 +87,7 @@ def with_outline_statistics(sets: dict[str, dict[str, np.ndarray]], silhouettes,
 
 def fit(train: dict, rows: int, members: int, hidden: int, columns: int | None = None, ridge: float | None = None,
         key: str = "inputs", noise: float = 0.0, deviations: np.ndarray | None = None,
-        moving_target: bool = False):  # fmt: skip
+        moving_target: bool = False, epochs: int = 60):  # fmt: skip
     """-> (a function (set) -> corrected-minus-point, metres, the fitted
     :class:`bodyshape.correction.MeasurementCorrection` where it is one: an MLP on every input);
     ``key``: which inputs of the set;
@@ -112,7 +112,7 @@ def fit(train: dict, rows: int, members: int, hidden: int, columns: int | None =
         return (lambda z: np.hstack([(z[key][:, :columns] - mean) / std, np.ones((len(z[key]), 1))]) @ w / 100), None
     holdout = np.random.default_rng(0).random(len(x)) < HOLDOUT
     pool, shift = (None, None) if deviations is None else noise_pool(deviations, std, moving_target, columns)
-    nets = [fit_member(x, y, holdout, hidden, 60, k, pool, noise, shift)[0] for k in range(members)]
+    nets = [fit_member(x, y, holdout, hidden, epochs, k, pool, noise, shift)[0] for k in range(members)]
 
     def apply(z: dict) -> np.ndarray:
         with torch.no_grad():
@@ -142,6 +142,8 @@ VARIANTS = {
         rows=15000, members=3, hidden=128, noise=3.0, moving_target=True),
     "MLP, 30,000 rows, 3 networks, re-capture noise × 2, the corrected numbers held": dict(
         rows=30000, members=3, hidden=128, noise=2.0, moving_target=True),
+    "MLP, 30,000 rows, 3 networks, re-capture noise × 2, the corrected numbers held, 120 epochs": dict(
+        rows=30000, members=3, hidden=128, noise=2.0, moving_target=True, epochs=120),
 }
 
 #: Training rows given the richer outline.
