@@ -16,8 +16,13 @@ when added to a bare-photo error of the given MAE (normal). Nothing is fitted.
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np
+
+#: What ``bodyshape evaluate`` last wrote.
+EVALUATION = Path(__file__).resolve().parents[1] / "docs" / "evaluation.json"
 
 
 def added_girths(n: int, draws: int, seed: int) -> np.ndarray:
@@ -32,12 +37,10 @@ def added_girths(n: int, draws: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out = []
     for shape in model.sample_shapes(n, seed=seed):
-        masks = render_masks(shape)
         height = measure(model.forward(shape[None]).vertices[0])["height"]
-        metres_per_px = [height / (np.ptp(np.flatnonzero(m.any(1))) + 1) for m in masks]
+        body_px = [int(np.ptp(np.flatnonzero(m.any(1)))) for m in render_masks(shape)]  # as dress measures it
         for _ in range(draws):
-            m_front, m_side = (cloth_margin_px(np.ptp(np.flatnonzero(m.any(1))), rng) * s
-                               for m, s in zip(masks, metres_per_px, strict=True))  # fmt: skip
+            m_front, m_side = (cloth_margin_px(h, rng) * height / (h + 1) for h in body_px)
             out.append(np.pi * (m_front + m_side))
     return np.asarray(out)
 
@@ -47,9 +50,13 @@ def main() -> None:
     p.add_argument("--n", type=int, default=100, help="bodies")
     p.add_argument("--draws", type=int, default=50, help="margins drawn per body")
     p.add_argument("--seed", type=int, default=4245)
-    p.add_argument("--bare", type=float, nargs="*", default=[8.9, 10.5, 10.6],
-                   help="bare-photo MAEs (mm) to combine with: the evaluation's photo_bare girths")
+    p.add_argument("--bare", type=float, nargs="*", default=None,
+                   help="bare-photo MAEs (mm) to combine with (default: the photo_bare chest, waist and hip of "
+                        "docs/evaluation.json, the last `bodyshape evaluate`)")
     a = p.parse_args()
+    if a.bare is None:
+        errors = json.loads(EVALUATION.read_text())["off_distribution"]["splits"]["photo_bare"]["errors"]
+        a.bare = [errors[g]["mae"] for g in ("chest", "waist", "hip")]
     added = added_girths(a.n, a.draws, a.seed) * 1000
     floor = np.abs(added - np.median(added)).mean()
     print(f"cloth margin, added girth (mm): mean {added.mean():.1f}, median {np.median(added):.1f}, "
