@@ -5,8 +5,11 @@ from other seeds, so the intervals are fitted on the same kinds of data as they 
 but never on the evaluation rows themselves. They cover what the product claims to handle:
 bare (tight clothing) bodies in the capture pose and off it, bodies off the body model, and
 bare photos through rembg. Dressed photos (a cloth margin the silhouette cannot tell from the
-body) are not mixed in: their own split gives the clothing allowance of people who say they wear
-fitted clothes (bodyshape/clothing.py) and the quantiles of the refitted bodies' error.
+body) are not mixed in: their own rows give the clothing allowance of people who say they wear
+fitted clothes (bodyshape/clothing.py) and the quantiles of the refitted bodies' error. Those
+rows are half plain-framed dressed photo pairs, half dressed persons captured four times each,
+re-framed as a second capture differs (training/recaptures.py), so that the allowance holds for
+both framings, not only the one it was fitted on.
 
 Writes ``intervals.json`` next to the weights and prints the in-sample coverage per split.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -29,8 +33,11 @@ CALIBRATION_SPLITS: dict[str, tuple[int, int]] = {
     OFF_MODEL: (150, SPLIT_SEEDS[OFF_MODEL] + 1000),
     PHOTO_BARE: (80, SPLIT_SEEDS[PHOTO_BARE] + 1000),
 }
-#: Dressed photo pairs for the clothing allowance ("fitted", bodyshape/clothing.py): (rows, seed).
-CLOTHING_SPLIT: tuple[str, int, int] = (PHOTO, 80, SPLIT_SEEDS[PHOTO] + 1000)
+#: Dressed photo pairs for the clothing allowance ("fitted", bodyshape/clothing.py): (split, rows, seed).
+CLOTHING_SPLIT: tuple[str, int, int] = (PHOTO, 200, SPLIT_SEEDS[PHOTO] + 1000)
+#: And re-framed dressed captures (training/recaptures.py): (persons, captures each, seed); the
+#: seed is none of the splits', the training's or the other re-capture sets'.
+CLOTHING_RECAPTURES: tuple[int, int, int] = (50, 4, 4246)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,6 +45,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="folder with fused.safetensors; intervals.json is written there")
     p.add_argument("--data", type=Path, default=Path("data/calib"), help="where the calibration splits are cached")
+
+
+def dressed_rows(weights: Path, data: Path) -> SimpleNamespace:
+    """The clothing allowance's rows: :data:`CLOTHING_SPLIT` followed by
+    :data:`CLOTHING_RECAPTURES` (cached in ``data``) -> ``front``, ``side``, ``height``, ``truth``."""
+    from training.recaptures import recapture_set
+    from training.splits import load_split
+
+    dressed_name, n, seed = CLOTHING_SPLIT
+    plain = load_split(dressed_name, data, n=n, seed=seed)
+    again = recapture_set(weights, *CLOTHING_RECAPTURES, data)
+    return SimpleNamespace(**{k: np.concatenate([getattr(plain, k), again[k]]) for k in ("front", "side", "height", "truth")})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,10 +88,12 @@ def run(args: argparse.Namespace) -> int:
     warned = np.concatenate([w for _, _, w in rows.values()])
     what = ", ".join(f"{k} ({n} rows, seed {s})" for k, (n, s) in CALIBRATION_SPLITS.items())
     dressed_name, n, seed = CLOTHING_SPLIT
-    what += f"; clothing allowance: {dressed_name} ({n} rows, seed {seed})"
+    persons, captures, recapture_seed = CLOTHING_RECAPTURES
+    what += (f"; clothing allowance: {dressed_name} ({n} rows, seed {seed}) and re-framed dressed captures "
+             f"({persons} persons x {captures}, seed {recapture_seed})")
     model = fit_intervals(truth, point, spread, calibrated_on=f"bodyshape calibrate-intervals: {what}",
                           weights_sha256=file_sha256(weights), warned=warned)
-    dressed = load_split(dressed_name, args.data, n=n, seed=seed)
+    dressed = dressed_rows(weights, args.data)
     raw = predict_measurements(weights, dressed)  # the network's bodies, before correction and allowance
     change = correction.change(correction_inputs(raw.point, raw.shape, dressed.height, dressed.front, dressed.side))
     allowance, reported = fit_allowance(raw.shape, dressed.height, raw.point, dressed.truth, corrected=change)
@@ -90,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     dressed_pred = SplitPrediction(reported, *model.bounds(reported, raw.spread, capture_warned(dressed.front, dressed.side),
                                                             "fitted"), raw.spread)  # fmt: skip
     q = interval_quality(dressed_pred, dressed.truth)
-    print(f"  {dressed_name + ' (fitted)':16s} " + "  ".join(f"{g} {q[g]['coverage']:.0%} ({q[g]['width']:.0f} mm)" for g in GIRTHS_SHOWN))
+    print(f"  {'dressed (fitted)':16s} " + "  ".join(f"{g} {q[g]['coverage']:.0%} ({q[g]['width']:.0f} mm)" for g in GIRTHS_SHOWN))
     assert len(model.names) == len(MEASUREMENT_NAMES)
     return 0
 
