@@ -1,6 +1,7 @@
 """Which dressed rows the clothing allowance is fitted on, and which error it sets to zero.
 
-    python -m training.allowance_ablation            # ~30 min on 2 cores (three refits a variant)
+    python -m training.allowance_ablation            # ~40 min on 2 cores (three refits a fitted variant)
+    python -m training.allowance_ablation --only shipped "plain 80"
 
 The allowance (bodyshape/clothing.py) is one number per measurement that the page takes off a
 body reported in *fitted* clothing. Each variant is fitted on dressed calibration rows and
@@ -42,6 +43,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path("data/calib"), help="where the calibration rows are cached")
     p.add_argument("--cache", type=Path, default=Path("runs/correction"), help="where the re-captured persons are cached")
+    p.add_argument("--only", nargs="*", default=None, help="variants whose label contains one of these (default: all)")
     a = p.parse_args()
     weights = WEIGHTS_DIR / "fused.safetensors"
     correction = load_correction(WEIGHTS_DIR)
@@ -68,6 +70,7 @@ def main() -> None:
         f"{pool}, median": (pooled, np.median),
         f"{pool}, mean": (pooled, np.mean),
     }
+    variants = {k: v for k, v in variants.items() if not a.only or any(o in k for o in a.only)}
     print(f"judged on re-framed persons of seed {JUDGE_SEED} ({JUDGE_CAPTURES[0]} x {JUDGE_CAPTURES[1]}) and "
           f"plain dressed pairs of seed {JUDGE_PLAIN[1]} ({JUDGE_PLAIN[0]}); chest / waist / hip, mm\n")
     print("| allowance fitted on | allowance | in-sample bias: plain ; re-framed | re-framed MAE | bias | per-person SD "
