@@ -7,7 +7,9 @@ holds one capture factor fixed at a time, and the measurement correction learns,
 persons of seed 4243, how much a re-capture moves each of its inputs
 (:func:`recapture_deviations`), and is judged on the persons of seed 4244
 (``python -m training.correction_ablation``). Neither seed is a training, calibration or
-evaluation seed.
+evaluation seed. The clothing allowance is fitted, with plain-framed pairs, on the persons of
+seed 4246 (training/calibrate_intervals.py: CLOTHING_RECAPTURES) and judged on those of 4244
+(``python -m training.allowance_ablation``).
 """
 
 from __future__ import annotations
