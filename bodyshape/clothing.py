@@ -9,8 +9,8 @@ reconstruct --clothing``), as ISO 8559-1 measures the body, not the garment.
 For ``fitted`` clothing the reported body is moved by the *clothing allowance*, one number per
 measurement, fitted on dressed calibration rows, plain-framed photo pairs and re-framed
 re-captures (their own seeds, never an evaluation split; ``bodyshape calibrate-intervals``,
-stored in ``intervals.json``) so that the
-refitted bodies have no mean error there (:func:`fit_allowance`). The mesh moves with the
+stored in ``intervals.json``) so that the refitted bodies have no mean error there
+(:func:`fit_allowance`). The mesh moves with the
 numbers: the shape vector is refitted to them (:mod:`bodyshape.refit`, together with the
 measurement correction of :mod:`bodyshape.correction`), so the numbers shown are still
 measured on the mesh shown. The allowance is what the synthetic
