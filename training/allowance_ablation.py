@@ -27,6 +27,8 @@ import numpy as np
 GIRTHS = ("chest", "waist", "hip")
 #: The plain-framed dressed photo pairs the variants are judged on: (rows, seed).
 JUDGE_PLAIN: tuple[int, int] = (100, 4247)
+#: Plain-framed pairs the allowance was fitted on until 2026-12-03 (the first rows of CLOTHING_SPLIT).
+FORMER_ROWS = 80
 
 
 def main() -> None:
@@ -63,10 +65,10 @@ def main() -> None:
               "plain": network(load_split(PHOTO, a.data, n=JUDGE_PLAIN[0], seed=JUDGE_PLAIN[1]))}  # fmt: skip
     persons, captures, seed = CLOTHING_RECAPTURES
     pool = f"plain {plain_rows} (seed {CLOTHING_SPLIT[2]}) + re-framed {persons} x {captures} (seed {seed})"
-    first = {k: v[:80] for k, v in pooled.items()}
+    former = {k: v[:FORMER_ROWS] for k, v in pooled.items()}
     variants: dict[str, tuple[dict | None, Callable[..., np.ndarray] | None]] = {
         "shipped (intervals.json)": (None, None),
-        f"plain 80 (seed {CLOTHING_SPLIT[2]}), median": (first, np.median),
+        f"plain {FORMER_ROWS} (seed {CLOTHING_SPLIT[2]}), median": (former, np.median),
         f"{pool}, median": (pooled, np.median),
         f"{pool}, mean": (pooled, np.mean),
     }
