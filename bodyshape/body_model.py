@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bodyshape.coefficients import BlendshapeCoefficients
 from bodyshape.errors import BodyShapeError
 from bodyshape.paths import use_anny_cache
 from bodyshape.shared import Shared
@@ -314,6 +315,9 @@ class BodyModel:
         self.device = torch.device(device)
         if self.device.type != "cpu":
             self.anny.to(self.device)
+        #: Anny's blendshape coefficients in a few tensor ops, unchecked (no GPU sync): training
+        #: calls it every step. Elsewhere use :meth:`blendshape_coefficients`, which checks.
+        self.coefficients = BlendshapeCoefficients(self.anny)
         # Warp (Anny's skinning) builds a kernel's launch data on its first launch, and not
         # thread-safely: two page requests launching it at once in a fresh process failed with
         # "'Adjoint' object has no attribute 'tid_extent_limit_candidate'" or a KeyError. One
@@ -407,12 +411,7 @@ class BodyModel:
         product itself on its own device (see ``training.train.Losses``).
         """
         check_shape(shape)
-        a = self.anny
-        shape64 = shape.to(device=self.device, dtype=a.dtype)
-        phen = shape64[:, :N_PHENOTYPES]
-        local = shape64[:, N_PHENOTYPES:]
-        facial = shape64.new_zeros(shape.shape[0], 0)
-        return a._get_phenotype_blendshape_coefficients(phen, local, facial)
+        return self.coefficients(shape)
 
     def vertex_basis(self, vertex_index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Template ``(V', 3)`` and blendshapes ``(C, V', 3)``, float32, of a vertex subset (cached)."""

@@ -248,3 +248,45 @@ def test_rest_offsets_are_carried_by_the_skinning(model):
     # rotations only (blends of them where bones meet): displacements keep their length
     change = np.abs(np.linalg.norm(one.vertices - plain.vertices, axis=-1) - np.linalg.norm(d1, axis=-1))
     assert np.percentile(change, 99) < 1e-3
+
+
+def test_blendshape_coefficients_equal_annys_own_values_and_gradients(model):
+    """The vectorised coefficients (bodyshape/coefficients.py) are Anny's, to float64 rounding:
+    sampled bodies, values on and between the interpolation anchors, the valid ranges' edges,
+    local changes of both signs and exactly zero."""
+    from bodyshape.body_model import N_PHENOTYPES
+
+    rng = np.random.default_rng(3)
+    sampled = model.sample_shapes(16, seed=9)
+    random = np.concatenate([rng.uniform(0, 1, (16, N_PHENOTYPES)), rng.uniform(-1, 1, (16, N_SHAPE - N_PHENOTYPES))], 1)
+    edges = np.zeros((4, N_SHAPE))
+    edges[0, :N_PHENOTYPES], edges[1, :N_PHENOTYPES], edges[2, :N_PHENOTYPES] = 0.0, 1.0, 0.5
+    edges[3, :N_PHENOTYPES] = 1 / 3  # on an age anchor
+    edges[:3, N_PHENOTYPES:] = rng.choice([-0.6, 0.0, 0.6], (3, N_SHAPE - N_PHENOTYPES))
+    for batch in (sampled, random, edges):
+        ours = torch.tensor(batch, dtype=torch.float64, requires_grad=True)
+        theirs = torch.tensor(batch, dtype=torch.float64, requires_grad=True)
+        got = model.blendshape_coefficients(ours)
+        want = model.anny._get_phenotype_blendshape_coefficients(
+            theirs[:, :N_PHENOTYPES], theirs[:, N_PHENOTYPES:], theirs.new_zeros(len(batch), 0)
+        )
+        assert got.shape == want.shape and got.dtype == want.dtype == torch.float64
+        np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=0, atol=1e-12)
+        weights = torch.from_numpy(rng.normal(size=tuple(got.shape)))
+        (got * weights).sum().backward()
+        (want * weights).sum().backward()
+        np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_blendshape_coefficients_run_a_fraction_of_annys_operations(model):
+    """On a GPU each ATen operation is a kernel launch, and training computes the coefficients
+    twice a step: the vectorised ones must stay a small, batch-independent number of operations
+    (an operation count, not a timing: the same on a busy machine)."""
+    from training.loss_bench import annys_coefficients, aten_ops
+
+    for batch in (8, 256):
+        s = torch.from_numpy(model.sample_shapes(batch, seed=1))
+        ours = aten_ops(lambda s=s: model.coefficients(s))
+        theirs = aten_ops(lambda s=s: annys_coefficients(model)(s))
+        assert ours * 5 < theirs, (ours, theirs)
+        assert ours < 200, ours

@@ -97,9 +97,11 @@ class Losses:
         rng = np.random.default_rng(0)
         vidx = torch.from_numpy(np.sort(rng.choice(self.body.n_vertices, cfg.n_loss_vertices, replace=False)))
         self.template, self.blend = (t.to(self.device) for t in self.body.vertex_basis(vidx))
+        #: Anny's coefficients in a few tensor ops, no GPU sync (training.loss_bench compares).
+        self.coefficients = self.body.coefficients
 
     def rest_vertices(self, shape: torch.Tensor) -> torch.Tensor:
-        coeffs = self.body.blendshape_coefficients(shape.to(self.body.device)).to(self.device)
+        coeffs = self.coefficients(shape).to(self.device)
         return apply_blendshapes(self.template, self.blend, coeffs)
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -180,8 +182,10 @@ class StageRun:
         named = list(self.model.named_parameters())
         self.enc_params = [p for n, p in named if n.startswith("encoders.")]
         head_params = [p for n, p in named if not n.startswith("encoders.")]
+        # fused: one kernel per step on a GPU instead of several per parameter tensor
+        # (training.loss_bench counts the operations)
         self.opt = torch.optim.AdamW([{"params": self.enc_params}, {"params": head_params}],
-                                     lr=cfg.lr, weight_decay=cfg.weight_decay)
+                                     lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         self.budget_s = cfg.seconds.get(stage)
         self.total_steps = None if self.budget_s else max(1, cfg.stage_samples(stage) // cfg.batch_size)
         self.steps_per_epoch = max(1, cfg.epoch_samples // cfg.batch_size)
