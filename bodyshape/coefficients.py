@@ -7,7 +7,7 @@ indexed writes per local change: 1,131 ATen operations per call, forward only, w
 batch. On a GPU each is a kernel launch, and training calls it twice a step (prediction and
 target), so the launches, not the arithmetic, set the one-GPU recipe's speed (docs/decisions.md).
 The same numbers here take 144 operations (counted the same way, `python -m
-training.loss_bench`): the interpolations of all phenotypes at once over one table of anchors,
+training.body_model_bench`): the interpolations of all phenotypes at once over one table of anchors,
 the variations gathered by one index, each blendshape the product of its own 3 to 6 variations
 only, the local changes split by one stack.
 

@@ -79,8 +79,7 @@ def mesh_from_shape(shape: np.ndarray, height_m: np.ndarray, model: BodyModel | 
     if len(h) != len(shape):
         raise BodyShapeError(f"got {len(shape)} shape vectors but {len(h)} heights")
     shape_t = clamp_shape(torch.from_numpy(shape))
-    rest = model.forward(shape_t).rest_vertices
-    return scale_to_height(rest, h)
+    return scale_to_height(model.rest_vertices(shape_t), h)
 
 
 @dataclass

@@ -282,7 +282,7 @@ def test_blendshape_coefficients_run_a_fraction_of_annys_operations(model):
     """On a GPU each ATen operation is a kernel launch, and training computes the coefficients
     twice a step: the vectorised ones must stay a small, batch-independent number of operations
     (an operation count, not a timing: the same on a busy machine)."""
-    from training.loss_bench import annys_coefficients, aten_ops
+    from training.body_model_bench import annys_coefficients, aten_ops
 
     for batch in (8, 256):
         s = torch.from_numpy(model.sample_shapes(batch, seed=1))
@@ -290,3 +290,16 @@ def test_blendshape_coefficients_run_a_fraction_of_annys_operations(model):
         theirs = aten_ops(lambda s=s: annys_coefficients(model)(s))
         assert ours * 5 < theirs, (ours, theirs)
         assert ours < 200, ours
+
+
+def test_rest_vertices_without_posing_equal_the_full_forwards(model):
+    """``BodyModel.rest_vertices`` (the refit's and the page's mesh) skips posing, not accuracy:
+    the same float32 vertices as ``forward`` gives, for sampled and extreme bodies."""
+    from bodyshape.body_model import N_PHENOTYPES
+
+    shapes = model.sample_shapes(24, seed=4)
+    shapes[0, :N_PHENOTYPES], shapes[0, N_PHENOTYPES:] = 0.0, -1.0
+    shapes[1, :N_PHENOTYPES], shapes[1, N_PHENOTYPES:] = 1.0, 1.0
+    fast, full = model.rest_vertices(shapes), model.forward(shapes).rest_vertices
+    assert fast.dtype == np.float32 and fast.shape == full.shape == (24, model.n_vertices, 3)
+    np.testing.assert_allclose(fast, full, rtol=0, atol=1e-7)

@@ -30,7 +30,7 @@ export ANNY_CACHE_DIR=${ANNY_CACHE_DIR:-/tmp/anny_cache}
 $PY -m training.lease_kit --unpack "$SITE" || exit 1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; $PY -c "import torch; print('torch', torch.__version__)"; nproc; } > "$OUT/machine.txt"
 
-timeout 150 $PY -m training.loss_bench --device "$DEVICE" 2>&1 | tee "$OUT/loss_bench.txt"
+timeout 150 $PY -m training.body_model_bench --device "$DEVICE" --skip-refit 2>&1 | tee "$OUT/body_model_bench.txt"
 
 timeout $((DEADLINE + 30)) $PY -m bodyshape.cli train-gpu --work /tmp/r --device "$DEVICE" --pose "$POSE" \
   --deadline-s "$DEADLINE" "$@" 2>&1 | tee "$OUT/train.log"

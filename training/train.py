@@ -97,7 +97,7 @@ class Losses:
         rng = np.random.default_rng(0)
         vidx = torch.from_numpy(np.sort(rng.choice(self.body.n_vertices, cfg.n_loss_vertices, replace=False)))
         self.template, self.blend = (t.to(self.device) for t in self.body.vertex_basis(vidx))
-        #: Anny's coefficients in a few tensor ops, no GPU sync (training.loss_bench compares).
+        #: Anny's coefficients in a few tensor ops, no GPU sync (training.body_model_bench compares).
         self.coefficients = self.body.coefficients
 
     def rest_vertices(self, shape: torch.Tensor) -> torch.Tensor:
@@ -183,7 +183,7 @@ class StageRun:
         self.enc_params = [p for n, p in named if n.startswith("encoders.")]
         head_params = [p for n, p in named if not n.startswith("encoders.")]
         # fused: one kernel per step on a GPU instead of several per parameter tensor
-        # (training.loss_bench counts the operations)
+        # (training.body_model_bench counts the operations)
         self.opt = torch.optim.AdamW([{"params": self.enc_params}, {"params": head_params}],
                                      lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         self.budget_s = cfg.seconds.get(stage)

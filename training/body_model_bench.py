@@ -1,6 +1,8 @@
-"""Benchmark: the training loss with Anny's blendshape coefficients against the vectorised ones.
+"""Benchmark: the body model's two hot paths, Anny's own way against this project's.
 
-``python -m training.loss_bench [--batch 256] [--device cpu|cuda]``. Prints, for each way of
+``python -m training.body_model_bench [--batch 256] [--device cpu|cuda] [--skip-refit]``.
+
+**The training loss.** Prints, for each way of
 computing the coefficients, the ATen operations one call runs (the profiler's count, nested
 calls included) and the wall time of one training-loss forward and backward
 (``training.train.Losses``: the prediction's coefficients with gradient, the target's
@@ -8,6 +10,12 @@ without), and the operations of a whole training step of the fused network (CNN 
 backward, loss, AdamW), side by side in one run, and their ratios. On a GPU every operation is a kernel
 launch, so the operation count is what the one-GPU recipe's step time follows
 (docs/decisions.md); the CPU time is printed too, but there the CNN dominates a step.
+
+**The refit** (bodyshape/refit.py, twice on every page request and on every evaluated body):
+each of its steps measures 21 rest meshes. The time of one mesh batch and of one whole refit
+(two steps, measuring included), with the meshes from Anny's full forward (posed and skinned,
+the rest mesh taken from it; the page's way until 2026-12-03) and from
+``BodyModel.rest_vertices`` (no posing), on the CPU, in turns, best of 5 rounds.
 """
 
 from __future__ import annotations
@@ -126,10 +134,51 @@ def main(batch: int = 256, device: str = "cpu", repeats: int = 20) -> dict[str, 
     return results
 
 
+def refit_times(rounds: int = 5) -> dict[str, dict[str, float]]:
+    """Seconds per mesh batch of a refit step and per whole refit, Anny's forward against
+    ``BodyModel.rest_vertices``; printed side by side."""
+    from bodyshape.measurements import MEASUREMENT_NAMES
+    from bodyshape.refit import refit
+
+    model = get_body_model("cpu")
+    shapes = model.sample_shapes(21, seed=12)
+    person = shapes[0].astype(np.float32)
+    change = np.zeros(len(MEASUREMENT_NAMES))
+    change[[MEASUREMENT_NAMES.index(k) for k in ("chest", "waist", "hip")]] = (0.02, -0.015, 0.01)
+    ways = {"anny forward": lambda s: model.forward(s).rest_vertices, "rest_vertices": None}
+    best = {w: {"mesh_s": float("inf"), "refit_s": float("inf")} for w in ways}
+    try:
+        for _ in range(rounds):
+            for way, fn in ways.items():
+                if fn is None:
+                    model.__dict__.pop("rest_vertices", None)  # the class's method
+                else:
+                    model.rest_vertices = fn  # this instance only, restored below
+                t0 = time.perf_counter()
+                model.rest_vertices(shapes)
+                t1 = time.perf_counter()
+                refit(person, 1.7, change)
+                t2 = time.perf_counter()
+                best[way]["mesh_s"] = min(best[way]["mesh_s"], t1 - t0)
+                best[way]["refit_s"] = min(best[way]["refit_s"], t2 - t1)
+    finally:
+        model.__dict__.pop("rest_vertices", None)
+    print(f"refit (two steps, 21 meshes each, measured), cpu ({torch.get_num_threads()} threads), best of {rounds}")
+    print(f"{'meshes from':<14} {'ms/21 meshes':>13} {'ms/refit':>9}")
+    for way, b in best.items():
+        print(f"{way:<14} {1000 * b['mesh_s']:>13.0f} {1000 * b['refit_s']:>9.0f}")
+    a, r = best["anny forward"], best["rest_vertices"]
+    print(f"ratio: meshes {a['mesh_s'] / r['mesh_s']:.1f}x, refit {a['refit_s'] / r['refit_s']:.1f}x")
+    return best
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--skip-refit", action="store_true", help="the training loss only (the GPU lease)")
     a = p.parse_args()
     main(a.batch, a.device, a.repeats)
+    if not a.skip_refit:
+        refit_times()
