@@ -11,6 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def slashed(values, fmt: str = ".1f") -> str:  # noqa: ANN001  (any iterable of numbers)
+    """``values`` as the docs write a measurement triple: ``"12.3 / 4.5 / 6.7"``."""
+    return " / ".join(f"{v:{fmt}}" for v in values)
+
+
 def markers(command: str) -> tuple[str, str]:
     """The begin and end comments of the block written by ``command``."""
     return (f"<!-- written by `{command}`: do not edit by hand -->", f"<!-- end of `{command}` output -->")

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bodyshape.report import slashed
+
 GIRTHS = ("chest", "waist", "hip")
 #: The plain-framed dressed photo pairs the variants are judged on: (rows, seed).
 JUDGE_PLAIN: tuple[int, int] = (100, 4247)
@@ -56,9 +58,6 @@ def main() -> None:
         return {"front": split.front, "side": split.side, "height": split.height, "truth": split.truth,
                 "point": pred.point, "shape": pred.shape}  # fmt: skip
 
-    def mm(x: np.ndarray, fmt: str = ".1f") -> str:
-        return " / ".join(f"{v:{fmt}}" for v in x)
-
     pooled = network(dressed_rows(weights, a.data))
     plain_rows = CLOTHING_SPLIT[1]
     judges = {"re-framed": recapture_set(weights, *JUDGE_CAPTURES, JUDGE_SEED, a.cache),
@@ -86,16 +85,16 @@ def main() -> None:
             allowance, reported = fit_allowance(z["shape"], z["height"], z["point"], z["truth"], corrected=change,
                                                 centre=centre)  # fmt: skip
             err = 1000 * (reported - z["truth"])[:, g]
-            in_sample = mm(err[:plain_rows].mean(0), "+.1f") + (" ; " + mm(err[plain_rows:].mean(0), "+.1f")
+            in_sample = slashed(err[:plain_rows].mean(0), "+.1f") + (" ; " + slashed(err[plain_rows:].mean(0), "+.1f")
                                                                 if len(err) > plain_rows else "")  # fmt: skip
         cells = []
         for name, j in judges.items():
             _, _, got = reported_bodies(j["shape"], j["height"], j["point"], j["front"], j["side"], correction, allowance)
             err = 1000 * (got - j["truth"])[:, g]
-            cells += [mm(np.abs(err).mean(0)), mm(err.mean(0), "+.1f")]
+            cells += [slashed(np.abs(err).mean(0)), slashed(err.mean(0), "+.1f")]
             if name == "re-framed":
-                cells.append(mm(person_sd(1000 * got[:, g], j["person"])))
-        print(f"| {label} | {mm(1000 * allowance[g])} | {in_sample} | " + " | ".join(cells)
+                cells.append(slashed(person_sd(1000 * got[:, g], j["person"])))
+        print(f"| {label} | {slashed(1000 * allowance[g])} | {in_sample} | " + " | ".join(cells)
               + f" | {time.perf_counter() - start:.0f} |", flush=True)
 
 

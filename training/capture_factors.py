@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bodyshape.report import slashed
 from training.splits import Reframing
 
 GIRTHS = ("chest", "waist", "hip")
@@ -185,7 +186,7 @@ def main() -> None:
         got = 1000 * point[:, g].reshape(a.persons, a.frames, len(g))
         err = got - 1000 * truth[:, None, g]
         sd = person_sd(1000 * point[:, g], person)
-        print(f"| {label} | " + " | ".join(" / ".join(f"{x:{fmt}}" for x in v) for v, fmt in
+        print(f"| {label} | " + " | ".join(slashed(v, fmt) for v, fmt in
                                          ((sd, ".1f"), (np.abs(err).mean((0, 1)), ".1f"), (err.mean((0, 1)), "+.1f")))
               + " |", flush=True)  # fmt: skip
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bodyshape.measurements import MEASUREMENT_NAMES
+from bodyshape.report import slashed
 
 GIRTHS = [MEASUREMENT_NAMES.index(g) for g in ("chest", "waist", "hip")]
 #: Inputs without the outline profile: measurements, shape numbers, height.
@@ -160,11 +161,10 @@ def cells(calib: dict[str, dict[str, np.ndarray]], change) -> str:
     for name, z in calib.items():
         corrected = (z["point"] + change(z))[:, GIRTHS] * 1000
         if name == "recaptures":
-            out.append(" / ".join(f"{v:.1f}" for v in person_sd(corrected, z["person"])))
+            out.append(slashed(person_sd(corrected, z["person"])))
             continue
         e = corrected - z["truth"][:, GIRTHS] * 1000
-        out.append(" / ".join(f"{np.abs(e[:, j]).mean():.1f}" for j in range(3))
-                   + " (" + " / ".join(f"{e[:, j].mean():+.1f}" for j in range(3)) + ")")
+        out.append(f"{slashed(np.abs(e).mean(0))} ({slashed(e.mean(0), '+.1f')})")
     return " | ".join(out)
 
 
@@ -201,7 +201,7 @@ def judge_reported(z: dict[str, np.ndarray], corrections: dict) -> None:
     for label, model in corrections.items():
         _, _, point = reported_bodies(z["shape"], z["height"], z["point"], z["front"], z["side"], model, allowance)
         got, err = point[:, GIRTHS] * 1000, (point - z["truth"])[:, GIRTHS] * 1000
-        print(f"| {label} | " + " | ".join(" / ".join(f"{v:{fmt}}" for v in x) for x, fmt in (
+        print(f"| {label} | " + " | ".join(slashed(x, fmt) for x, fmt in (
             (person_sd(got, z["person"]), ".1f"), (np.abs(err).mean(0), ".1f"), (err.mean(0), "+.1f"))) + " |", flush=True)
 
 

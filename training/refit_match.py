@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bodyshape.report import slashed
+
 GIRTHS = ("chest", "waist", "hip")
 
 
@@ -49,9 +51,6 @@ def main() -> None:
     g = [MEASUREMENT_NAMES.index(n) for n in GIRTHS]
     others = [j for j, n in enumerate(MEASUREMENT_NAMES) if n not in (*GIRTHS, "height")]
 
-    def mm(x: np.ndarray, fmt: str = ".1f") -> str:
-        return " / ".join(f"{v:{fmt}}" for v in x)
-
     print(f"{len(z['height'])} captures of {len(np.unique(z['person']))} persons (seed {JUDGE_SEED}), clothing fitted, "
           f"{bodyshape.refit.STEPS} Gauss-Newton steps; chest / waist / hip, mm\n")  # fmt: skip
     print("| ridge | girth weight | per-person SD | MAE | bias | girths left undone: mean | SD "
@@ -63,8 +62,8 @@ def main() -> None:
         _, _, got = bodyshape.refit.refitted(z["shape"], z["height"], change, progress=variant)
         seconds = (time.perf_counter() - start) / len(got)
         err, left = 1000 * (got - z["truth"])[:, g], 1000 * (got - target)
-        print(f"| {ridge:g} | {weight:g} | {mm(person_sd(1000 * got[:, g], z['person']))} | {mm(np.abs(err).mean(0))} | "
-              f"{mm(err.mean(0), '+.1f')} | {mm(left[:, g].mean(0), '+.1f')} | {mm(left[:, g].std(0))} | "
+        print(f"| {ridge:g} | {weight:g} | {slashed(person_sd(1000 * got[:, g], z['person']))} | {slashed(np.abs(err).mean(0))} | "
+              f"{slashed(err.mean(0), '+.1f')} | {slashed(left[:, g].mean(0), '+.1f')} | {slashed(left[:, g].std(0))} | "
               f"{np.abs(left[:, others]).mean():.1f} | {seconds:.2f} |", flush=True)
 
 

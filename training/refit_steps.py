@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bodyshape.report import slashed
+
 GIRTHS = ("chest", "waist", "hip")
 
 
@@ -51,9 +53,6 @@ def main() -> None:
     if not rows:
         p.error(f"--only {' '.join(a.only)} matches no split; the splits are: {', '.join(CALIBRATION_SPLITS)}, dressed")
 
-    def mm(x: np.ndarray, fmt: str) -> str:
-        return " / ".join(f"{v:{fmt}}" for v in x)
-
     print("| split | steps | MAE | bias | left undone: mean | left undone: SD | s a body |\n|---|---|---|---|---|---|---|")
     for label, (name, n, seed, clothing) in rows.items():
         split = load_split(name, a.data, n=n, seed=seed)
@@ -66,8 +65,8 @@ def main() -> None:
             _, _, got = refitted(shape, height, change, progress=f"{label}, {steps} steps", steps=steps)
             seconds = (time.perf_counter() - start) / len(got)
             err, left = 1000 * (got - truth)[:, g], 1000 * (got - target)[:, g]
-            print(f"| {label} ({len(got)}) | {steps} | {mm(np.abs(err).mean(0), '.1f')} | {mm(err.mean(0), '+.1f')} | "
-                  f"{mm(left.mean(0), '+.1f')} | {mm(left.std(0), '.1f')} | {seconds:.2f} |", flush=True)
+            print(f"| {label} ({len(got)}) | {steps} | {slashed(np.abs(err).mean(0), '.1f')} | {slashed(err.mean(0), '+.1f')} | "
+                  f"{slashed(left.mean(0), '+.1f')} | {slashed(left.std(0), '.1f')} | {seconds:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from functools import partial
 
 import numpy as np
 
+from bodyshape.report import slashed
+
 
 def rolled(mask: np.ndarray, deg: float) -> np.ndarray:
     """The mask turned by ``deg`` about its centre (padded so that nothing is cut off)."""
@@ -84,7 +86,7 @@ def main() -> None:
 
     def sd(keys: list[str]) -> str:
         x = np.stack([out[k] for k in keys]).std(0, ddof=1).mean(0)
-        return " / ".join(f"{v:.1f}" for v in x)
+        return slashed(x)
 
     looks_said = f"{len(looks) * N_TTA} looks" if a.jitter else f"{N_TTA} looks"
     print(f"per-person SD, chest / waist / hip mm ({a.n} bodies, {looks_said}, {predictor.reader.phases} phases): roll alone {sd(list(variants)[:5])}; "
