@@ -373,9 +373,9 @@ class BodyModel:
         posing and skinning the mesh.
 
         Anny's own blend (template + blendshapes . coefficients, float64) of the vectorised
-        coefficients: the same vertices, about 6x faster for the 21 bodies of a refit step
-        (bodyshape/refit.py), which every page request runs twice. Pure PyTorch, so it needs
-        no Anny lock.
+        coefficients: the same vertices, 2.2-2.7x faster for the 21 bodies of a refit step
+        (bodyshape/refit.py; every page request runs two; ``python -m
+        training.body_model_bench``). Pure PyTorch, so it needs no Anny lock.
         """
         shape = torch.as_tensor(shape, dtype=self.anny.dtype, device=self.device)
         check_shape(shape)
