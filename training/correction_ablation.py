@@ -4,6 +4,8 @@ splits): the table "Chosen on the calibration splits" in docs/evaluation.md.
     bodyshape fit-correction                      # fills runs/correction with the training rows' features
     python -m training.correction_ablation        # ~40 min on 2 cores (the calibration splits' features, then the fits)
     python -m training.correction_ablation --files A.safetensors B.safetensors   # saved corrections, side by side
+    python -m training.correction_ablation --weights runs/X/weights --cache runs/correction_X --files runs/X/weights/correction.safetensors
+                                                  # a candidate network, alone and with its own correction
 
 Chest / waist / hip MAE (bias in brackets), mm, of the corrected measurements before the refit;
 the last column, the per-person SD of the same, on dressed persons re-captured 8 times each
@@ -221,6 +223,9 @@ def main() -> None:
     from training.splits import load_split
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights", type=Path, default=WEIGHTS_DIR,
+                   help="folder with the fused.safetensors whose measurements are corrected (a candidate network: "
+                        "its own --cache, since the training rows' features are the network's)")
     p.add_argument("--train", type=Path, default=Path("data/train_wide"))
     p.add_argument("--cache", type=Path, default=Path("runs/correction"))
     p.add_argument("--calib", type=Path, default=Path("data/calib"))
@@ -231,7 +236,7 @@ def main() -> None:
                    help="also the re-captured persons as the page reports them (the refit; ~2 min a correction)")
     a = p.parse_args()
     variants = {k: v for k, v in VARIANTS.items() if not a.only or any(o in k for o in a.only)}
-    weights = WEIGHTS_DIR / "fused.safetensors"
+    weights = a.weights / "fused.safetensors"
     if a.files is not None:
         judge_files(a.files, {**calibration_features(weights, a.calib, a.cache),
                               "recaptures": recapture_set(weights, *JUDGE_CAPTURES, JUDGE_SEED, a.cache)}, a.reported)
@@ -261,7 +266,7 @@ def main() -> None:
     if a.reported:
         from bodyshape.correction import load_correction
 
-        judge_reported(judged["recaptures"], {"none": None, "shipped": load_correction(WEIGHTS_DIR),
+        judge_reported(judged["recaptures"], {"none": None, "its own (--weights)": load_correction(a.weights),
                                               **{k: m for k, m in fitted.items() if m is not None}})  # fmt: skip
 
 
