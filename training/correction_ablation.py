@@ -177,7 +177,8 @@ def print_head(calib: dict[str, dict[str, np.ndarray]]) -> None:
     print("| none (the network, four looks) | " + cells(calib, lambda z: 0.0) + " |", flush=True)
 
 
-def judge_files(files: list[Path], calib: dict[str, dict[str, np.ndarray]], reported: bool = False) -> None:
+def judge_files(files: list[Path], calib: dict[str, dict[str, np.ndarray]], reported: bool = False,
+                weights_dir: Path | None = None) -> None:
     """The table's rows for saved corrections (e.g. the one before a refit and the refit); with
     ``reported``, then the re-captured persons' numbers as the page reports them."""
     from bodyshape.correction import MeasurementCorrection
@@ -188,17 +189,18 @@ def judge_files(files: list[Path], calib: dict[str, dict[str, np.ndarray]], repo
         print(f"| {path} ({model.info.get('trained_on', '?')}) | "
               + cells(calib, lambda z, m=model: m.change(z["inputs"])) + " |", flush=True)
     if reported:
-        judge_reported(calib["recaptures"], {"none": None, **models})
+        judge_reported(calib["recaptures"], {"none": None, **models}, weights_dir)
 
 
-def judge_reported(z: dict[str, np.ndarray], corrections: dict) -> None:
+def judge_reported(z: dict[str, np.ndarray], corrections: dict, weights_dir: Path | None = None) -> None:
     """Chest / waist / hip of re-captured dressed persons as the page reports them (clothing
-    declared fitted: the shipped allowance; the refit), per correction: per-person SD, MAE, bias, mm."""
+    declared fitted: the allowance calibrated beside the weights in ``weights_dir``, default
+    the shipped ones; the refit), per correction: per-person SD, MAE, bias, mm."""
     from bodyshape.correction import reported_bodies
     from bodyshape.uncertainty import load_intervals
     from training.recaptures import person_sd
 
-    allowance = load_intervals().allowance("fitted")
+    allowance = load_intervals(weights_dir).allowance("fitted")
     print("\n| correction | per-person SD, as reported | MAE | bias |\n|---|---|---|---|")
     for label, model in corrections.items():
         _, _, point = reported_bodies(z["shape"], z["height"], z["point"], z["front"], z["side"], model, allowance)
@@ -239,7 +241,7 @@ def main() -> None:
     weights = a.weights / "fused.safetensors"
     if a.files is not None:
         judge_files(a.files, {**calibration_features(weights, a.calib, a.cache),
-                              "recaptures": recapture_set(weights, *JUDGE_CAPTURES, JUDGE_SEED, a.cache)}, a.reported)
+                              "recaptures": recapture_set(weights, *JUDGE_CAPTURES, JUDGE_SEED, a.cache)}, a.reported, a.weights)
         return
     # the training rows' features the rows need (`bodyshape fit-correction --n` caches them)
     train = cached_features(weights, a.train, max(v["rows"] for v in variants.values()), a.cache)
@@ -267,7 +269,7 @@ def main() -> None:
         from bodyshape.correction import load_correction
 
         judge_reported(judged["recaptures"], {"none": None, "its own (--weights)": load_correction(a.weights),
-                                              **{k: m for k, m in fitted.items() if m is not None}})  # fmt: skip
+                                              **{k: m for k, m in fitted.items() if m is not None}}, a.weights)  # fmt: skip
 
 
 if __name__ == "__main__":
