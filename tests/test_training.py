@@ -216,6 +216,43 @@ def test_ship_of_the_served_model_reexports_the_repository(trained, tmp_path):
     assert (tmp_path / "repo" / "body_shape" / "1" / "model.onnx").exists()
 
 
+def test_ship_takes_the_correction_and_intervals_fitted_for_the_shipped_weights(trained, tmp_path, capsys):
+    """The per-model files travel with the served model only when they were fitted for its
+    bytes; a stale correction ships neither (the intervals are those of corrected numbers)."""
+    import shutil
+
+    from bodyshape.correction import CORRECTION_FILE, MeasurementCorrection, build_net
+    from bodyshape.measurements import MEASUREMENT_NAMES
+    from bodyshape.uncertainty import INTERVALS_FILE, IntervalModel, file_sha256
+    from training.ship import ship
+
+    cfg, _, _, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(run_dir(cfg.out) / "weights", run / "weights")
+    sha = file_sha256(run / "weights" / "fused.safetensors")
+
+    def companions(fitted_for: str) -> None:
+        MeasurementCorrection([build_net(4, 8)], np.zeros(4), np.ones(4), {"weights_sha256": fitted_for}).save(
+            run / "weights" / CORRECTION_FILE)
+        m = len(MEASUREMENT_NAMES)
+        IntervalModel(MEASUREMENT_NAMES, (0.01,) * m, (-1.0,) * m, (1.0,) * m, weights_sha256=sha).save(
+            run / "weights" / INTERVALS_FILE)
+
+    companions("0" * 64)  # a correction of other weights
+    to = tmp_path / "stale"
+    written = ship(str(run), ["fused_staged"], to=to, export=False)
+    assert written == [to / "fused.safetensors"] and sorted(p.name for p in to.iterdir()) == ["fused.safetensors"]
+    out = capsys.readouterr().out
+    assert "fitted for other weights; run `bodyshape fit-correction`" in out and "then `bodyshape calibrate-intervals`" in out
+    companions(sha)
+    to = tmp_path / "fresh"
+    written = ship(str(run), ["fused_staged"], to=to, export=False)
+    assert [p.name for p in written] == ["fused.safetensors", CORRECTION_FILE, INTERVALS_FILE]
+    for p in written:
+        assert file_sha256(p) == file_sha256(run / "weights" / p.name)
+    assert "(fitted per model)" not in capsys.readouterr().out
+
+
 def test_evaluate_with_empty_strong_skips_it(trained, tmp_path):
     cfg, _, root, _ = trained
     out = tmp_path / "eval.md"

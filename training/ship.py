@@ -5,7 +5,11 @@ that changes ``bodyshape/weights/`` (``bodyshape.paths.WEIGHTS_DIR``). Each stag
 copied byte for byte (its metadata keeps the training configuration), optionally under
 another name: ``--stages fused_staged=fused_equal_budget`` ships the run's staged fused
 model as ``fused_equal_budget.safetensors``. When ``fused.safetensors`` (the served model)
-changes, the Triton repository is exported again from it (``bodyshape export``).
+changes, the Triton repository is exported again from it (``bodyshape export``), and the
+files fitted per served model (the measurement correction, the 80% intervals) are shipped with
+it when the run folder holds ones fitted for exactly those weights (``bodyshape fit-correction
+--weights runs/<name>/weights``, ``bodyshape calibrate-intervals --weights ...``); otherwise
+the command says which to fit.
 """
 
 from __future__ import annotations
@@ -57,6 +61,45 @@ def _plan(run: str, stages: list[str] | None) -> list[tuple[Path, str]]:
     return plan
 
 
+def _copy(src: Path, dst: Path, note: str = "") -> Path:
+    """Byte-for-byte, through a temporary file: a reader never sees half a file."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+    print(f"shipped {src} -> {dst}" + (f" {note}" if note else ""))
+    return dst
+
+
+def companion_sha256(path: Path) -> str:
+    """The sha256 of the fused weights a per-model file (correction or intervals) was fitted for."""
+    from bodyshape.correction import CORRECTION_FILE, MeasurementCorrection
+    from bodyshape.uncertainty import IntervalModel
+
+    if path.name == CORRECTION_FILE:
+        return str(MeasurementCorrection.load(path).info.get("weights_sha256", ""))
+    return IntervalModel.load(path).weights_sha256
+
+
+def ship_companions(src_dir: Path, to: Path, served: Path) -> list[Path]:
+    """Copy the run's correction and intervals into ``to`` when they were fitted for ``served``
+    (the fused file just shipped); print the command for each one that is missing or stale."""
+    from bodyshape.correction import CORRECTION_FILE
+    from bodyshape.uncertainty import INTERVALS_FILE, file_sha256
+
+    sha, written = file_sha256(served), []
+    for name, command in ((CORRECTION_FILE, "bodyshape fit-correction"), (INTERVALS_FILE, "bodyshape calibrate-intervals")):
+        src = src_dir / name
+        if src.exists() and companion_sha256(src) == sha:
+            written.append(_copy(src, to / name, "(fitted for these weights)"))
+            continue
+        why = "fitted for other weights" if src.exists() else "not in the run folder"
+        print(f"{name}: {why}; run `{command}` (fitted per model)")
+        if name == CORRECTION_FILE:  # the intervals are those of the corrected measurements
+            print("then `bodyshape calibrate-intervals`")
+            break
+    return written
+
+
 def ship(run: str, stages: list[str] | None = None, to: Path | None = None,
          repository: Path | None = None, export: bool = True) -> list[Path]:
     """Copy the run's weights into ``to`` (default ``WEIGHTS_DIR``) and, when the served model
@@ -68,12 +111,7 @@ def ship(run: str, stages: list[str] | None = None, to: Path | None = None,
     to.mkdir(parents=True, exist_ok=True)
     written = []
     for src, name in _plan(run, stages):
-        dst = to / f"{name}{SUFFIX}"
-        tmp = dst.with_name(dst.name + ".tmp")
-        shutil.copyfile(src, tmp)
-        tmp.replace(dst)
-        print(f"shipped {src} -> {dst}")
-        written.append(dst)
+        written.append(_copy(src, to / f"{name}{SUFFIX}"))
     served = to / f"{SERVED_WEIGHTS}{SUFFIX}"
     if served not in written:
         print(f"{served.name} unchanged: the Triton repository needs no export")
@@ -83,9 +121,8 @@ def ship(run: str, stages: list[str] | None = None, to: Path | None = None,
         export_all(served, paths.MODEL_REPOSITORY if repository is None else Path(repository))
     else:
         print(f"--no-export: run `bodyshape export --weights {served}` before serving")
-    if served in written:  # the intervals were fitted for the old fused weights
-        print("new fused weights: run `bodyshape fit-correction`, then `bodyshape calibrate-intervals` "
-              "(the measurement correction and the 80% intervals are fitted per model)")
+    if served in written:  # the old correction and intervals were fitted for the old fused weights
+        written += ship_companions(run_weights_dir(run), to, served)
     return written
 
 
