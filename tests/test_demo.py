@@ -1,6 +1,6 @@
 """The demo's request path without a browser: pipeline, page handler, CLI, round trip.
 
-The round-trip accuracy test (girths within 20 mm through the full page path and Triton)
+The round-trip accuracy test (girths within 15 mm through the full page path and Triton)
 only means something with trained weights: it is skipped while the shipped weights say
 ``trained: False`` in their metadata.
 """
@@ -25,7 +25,7 @@ from demo.make_assets import load_examples, true_measurements
 
 pytestmark = pytest.mark.skipif(not have_u2netp(), reason="u2netp.onnx missing: run `bodyshape setup`")
 GIRTHS = ("chest", "waist", "hip")
-ROUND_TRIP_TOL_M = 0.020
+ROUND_TRIP_TOL_M = 0.015  # issue #12's photo-path target (measured 8.0 / 10.9 / 10.3 mm, 2026-12-04)
 #: Bodies in the round trip. Per-body girth errors spread by about 20 mm (sd), so the mean of 4
 #: bodies moves by +-10 mm from sample to sample: too few to tell 15 mm from 25 mm. 16 bodies
 #: halve that, at about 70 s of CI time. The seed is one no model or earlier check has seen.
@@ -304,7 +304,7 @@ def test_reconstruct_cli(example, tmp_path, capsys):
     reason="shipped weights are untrained (metadata trained: False); BODYSHAPE_ROUND_TRIP=1 runs it anyway",
 )
 def test_round_trip_girths_through_triton(tmp_path):
-    """Known synthetic bodies -> photos -> the page's path through Triton -> girths within 20 mm."""
+    """Known synthetic bodies -> photos -> the page's path through Triton -> girths within 15 mm on average."""
     from bodyshape.body_model import get_body_model
     from bodyshape.triton_server import BundledTriton
     from demo.backend import TritonBackend
