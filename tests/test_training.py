@@ -177,8 +177,12 @@ def test_final_weights_carry_their_training_config(trained):
         stored = read_train_config(run_dir(cfg.out) / "weights" / f"{name}.safetensors")
         assert stored["lr"] == cfg.lr and stored["net"]["widths"] == [8, 8, 12, 12, 16]
         assert stage_config(stored, stage)["samples"] == 640
-    assert read_train_config(paths.WEIGHTS_DIR / "fused.safetensors") is None  # shipped before: still loads
-    load_model(paths.WEIGHTS_DIR / "fused.safetensors")
+    # a shipped file made before the configuration was stored (the GPU recipe's front net) still loads
+    assert read_train_config(paths.WEIGHTS_DIR / "front.safetensors") is None
+    load_model(paths.WEIGHTS_DIR / "front.safetensors")
+    # the served fused net (the wide-pose fine-tune) records what it was fine-tuned from
+    shipped = read_train_config(paths.WEIGHTS_DIR / "fused.safetensors")
+    assert shipped["init"] == "bodyshape/weights/fused.safetensors" and shipped["out"] == "runs/wide_cpu"
 
 
 def test_ship_copies_the_chosen_stages_under_the_chosen_names(trained, tmp_path, capsys):
