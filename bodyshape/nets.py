@@ -129,12 +129,27 @@ def subpixel_looks(silhouettes: torch.Tensor, phases: int = SUBPIXEL_PHASES) -> 
     """
     x = silhouettes.to(torch.float32)
     left = nn.functional.pad(x[..., :-1], (1, 0))
-    looks = []
-    for k in range(phases):
-        mixed = (phases - k) * x + k * left  # phases * coverage of the moved body, an integer
-        # body where mixed >= phases * BODY_THRESHOLD - phases / 2 (coverage >= 0.5 exactly at k = 0)
-        looks.append(torch.clamp(mixed - (phases * BODY_THRESHOLD - phases // 2 - 1), 0.0, 1.0))
-    return torch.cat(looks).unsqueeze(1)
+    return torch.cat([_look(x, left, k, phases) for k in range(phases)]).unsqueeze(1)
+
+
+def subpixel_look(silhouettes: torch.Tensor, phase: torch.Tensor, phases: int = SUBPIXEL_PHASES) -> torch.Tensor:
+    """Coverage canvases (B, H, W), values 0..255 -> (B, 1, H, W) float32 in {0, 1}: canvas b read
+    at its own ``phase[b]`` (0 <= phase < phases), one of the looks of :func:`subpixel_looks`.
+
+    Training reads coverage canvases this way, a phase drawn per sample, so the network learns on
+    the same looks the served :class:`SubpixelReader` averages (docs/evaluation.md)."""
+    x = silhouettes.to(torch.float32)
+    left = nn.functional.pad(x[..., :-1], (1, 0))
+    k = phase.to(device=x.device, dtype=torch.float32).reshape(-1, *([1] * (x.dim() - 1)))
+    return _look(x, left, k, phases).unsqueeze(1)
+
+
+def _look(x: torch.Tensor, left: torch.Tensor, k: int | torch.Tensor, phases: int) -> torch.Tensor:
+    """The 0/1 body of coverage ``x`` moved right by ``k / phases`` of a pixel (``left``: ``x``
+    moved by one whole pixel)."""
+    mixed = (phases - k) * x + k * left  # phases * coverage of the moved body, an integer
+    # body where mixed >= phases * BODY_THRESHOLD - phases / 2 (coverage >= 0.5 exactly at k = 0)
+    return torch.clamp(mixed - (phases * BODY_THRESHOLD - phases // 2 - 1), 0.0, 1.0)
 
 
 class SubpixelReader(nn.Module):

@@ -126,6 +126,36 @@ def test_mirroring_flips_whole_rows_only(trained):
     torch.testing.assert_close(flipped[3], plain[3])  # same people, same labels
 
 
+def test_random_phase_reads_each_sample_at_one_of_the_served_looks(trained, tmp_path):
+    """With ``random_phase`` each training canvas is one of the 8 sub-pixel looks the served
+    reader averages (phases vary across the batch, not only look 0); other inputs unchanged;
+    a 0/1 dataset is refused with the command that makes a coverage one."""
+    from bodyshape.nets import subpixel_looks
+    from bodyshape.silhouette import SUBPIXEL_PHASES
+    from training.dataset import load_dataset
+    from training.train import Batches
+
+    cfg, _, root, _ = trained
+    ds = load_dataset(root / "data")
+    plain = Batches(ds, dataclasses.replace(cfg, p_flip=0.0)).sample(np.random.default_rng(2))
+    f, s, h, y = Batches(ds, dataclasses.replace(cfg, p_flip=0.0, random_phase=True)).sample(np.random.default_rng(2))
+    idx = np.random.default_rng(2).integers(0, len(ds), cfg.batch_size)  # the rows Batches draws first
+    torch.testing.assert_close(y, plain[3])
+    torch.testing.assert_close(h, plain[2])
+    for got, stored in ((f, ds.front[idx]), (s, ds.side[idx])):
+        looks = subpixel_looks(torch.from_numpy(np.asarray(stored)), SUBPIXEL_PHASES).reshape(
+            SUBPIXEL_PHASES, len(idx), 1, *ds.canvas_hw)
+        phase = [[k for k in range(SUBPIXEL_PHASES) if torch.equal(got[b], looks[k, b])] for b in range(len(idx))]
+        assert all(phase), "every canvas is one of the served looks"
+        assert len({p[-1] for p in phase}) > 2, "phases vary across the batch"
+    assert not torch.equal(f, plain[0])
+
+    bits = tmp_path / "bits"
+    generate(DataConfig(n=8, seed=5, shard_size=8), bits, workers=1, progress=False)
+    with pytest.raises(BodyShapeError, match="--silhouettes coverage"):
+        Batches(load_dataset(bits), dataclasses.replace(cfg, random_phase=True))
+
+
 def test_partial_load_reads_finished_shards_only(trained, tmp_path):
     import shutil
 

@@ -110,6 +110,9 @@ class TrainConfig:
     seconds: dict[str, float] = field(default_factory=dict)  # per-stage time budget (replaces samples)
     p_flip: float = 0.0  # mirror each view at random per sample (shapes are left-right symmetric)
     keep_best: bool = False  # final model = the one with the lowest validation loss
+    # coverage datasets: read each sample's canvases at a random sub-pixel phase (one of the looks
+    # the served reader averages, bodyshape.nets.subpixel_look) instead of always phase 0
+    random_phase: bool = False
     init: str | None = None  # fused_staged: start from this trained fused model file (fine-tuning)
 
     def stage_samples(self, stage: str) -> int:

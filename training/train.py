@@ -408,6 +408,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, nargs=3, metavar=("FRONT", "SIDE", "FUSED"), default=None,
                    help="time budget per stage in seconds (replaces --samples; the scratch control keeps samples)")
     p.add_argument("--p-flip", type=float, default=d.p_flip, help="probability of mirroring each view")
+    p.add_argument("--random-phase", action="store_true",
+                   help="coverage datasets: read each sample at a random sub-pixel phase, as the served reader does")
     p.add_argument("--keep-best", action="store_true", help="final model = lowest validation loss")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (cosine decay over each stage)")
     p.add_argument("--init", default=None, metavar="FUSED.safetensors",
@@ -424,7 +426,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, val_size=args.val_size, lr=args.lr,
         batch_size=args.batch_size, epoch_samples=args.epoch_samples, threads=args.threads,
         samples=dict(zip(staged, args.samples, strict=True)),
-        stages=tuple(args.stages), net=net, device=args.device, p_flip=args.p_flip, keep_best=args.keep_best,
+        stages=tuple(args.stages), net=net, device=args.device, p_flip=args.p_flip, random_phase=args.random_phase, keep_best=args.keep_best,
         seconds=dict(zip(staged, args.seconds, strict=True)) if args.seconds else {}, **tune,
     )
     main(cfg)
