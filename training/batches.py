@@ -35,7 +35,7 @@ def autocast(device: torch.device):
 class Batches:
     """Random training batches ``(front, side, height, shape)`` as tensors on the training device.
 
-    On the CPU, silhouettes stay bit-packed and each batch is unpacked on demand. On a GPU,
+    On the CPU, silhouettes stay as stored and each batch is read on demand. On a GPU,
     the whole set is unpacked into GPU memory once (65k pairs: 1.6 GB), so the GPU never
     waits for the CPU. Augmentations drawn here: typed-height noise, random mirroring and, for
     coverage datasets with ``cfg.random_phase``, a random sub-pixel phase per sample
@@ -45,12 +45,12 @@ class Batches:
     def __init__(self, ds: SilhouetteDataset, cfg: TrainConfig) -> None:
         self.ds, self.cfg = ds, cfg
         self.device = torch.device(cfg.device)
-        self.phase = bool(cfg.random_phase and ds.coverage)
         if cfg.random_phase and not ds.coverage:
             raise BodyShapeError(f"--random-phase needs a coverage dataset ({cfg.data} stores 0/1 bodies): "
                                  "generate it with --silhouettes coverage")
+        self.phase = cfg.random_phase
         if self.device.type != "cpu":
-            store = (lambda v: np.asarray(v, np.uint8)) if self.phase else ds.unpack
+            store = ds.canvases if self.phase else ds.unpack
             self.front = torch.from_numpy(store(ds.front)).to(self.device)
             self.side = torch.from_numpy(store(ds.side)).to(self.device)
             self.height = torch.from_numpy(ds.height).to(self.device)
@@ -59,21 +59,15 @@ class Batches:
     def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         n = self.cfg.batch_size
         idx = rng.integers(0, len(self.ds), n)
-        if self.device.type == "cpu" and not self.phase:
-            f, s, h, y = to_tensors(self.ds.batch(idx), rng, self.cfg.height_noise_m)
-        elif self.device.type == "cpu":
-            f, s = (torch.from_numpy(np.asarray(v[idx], np.uint8)) for v in (self.ds.front, self.ds.side))
-            noise = rng.normal(0, self.cfg.height_noise_m, n).astype(np.float32)
-            h, y = torch.from_numpy(self.ds.height[idx] + noise), torch.from_numpy(self.ds.shape[idx])
+        if self.device.type == "cpu":
+            f, s, h, y = to_tensors(self.ds.batch(idx, canvases=self.phase), rng, self.cfg.height_noise_m)
         else:
             i = torch.from_numpy(idx).to(self.device)
-            f, s = self.front[i], self.side[i]
+            f, s = self.front[i].float()[:, None], self.side[i].float()[:, None]
             noise = torch.from_numpy(rng.normal(0, self.cfg.height_noise_m, n).astype(np.float32))
             h, y = self.height[i] + noise.to(self.device), self.shape[i]
-            if not self.phase:
-                f, s = f.float()[:, None], s.float()[:, None]
-        if self.phase:
-            f, s = (subpixel_look(x, torch.from_numpy(rng.integers(0, SUBPIXEL_PHASES, n))) for x in (f, s))
+        if self.phase:  # coverage (B, 1, H, W) -> the 0/1 body at a phase drawn per sample
+            f, s = (subpixel_look(x[:, 0], torch.from_numpy(rng.integers(0, SUBPIXEL_PHASES, n))) for x in (f, s))
         if self.cfg.p_flip > 0:
             f, s = (self._flip(x, torch.from_numpy(rng.random(n) < self.cfg.p_flip)) for x in (f, s))
         return f, s, h, y

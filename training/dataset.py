@@ -51,10 +51,12 @@ class SilhouetteDataset:
 
         return np.array(stored, dtype=np.uint8) if self.coverage else as_canvases(self.unpack(stored).astype(bool))
 
-    def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+    def batch(self, idx: np.ndarray, canvases: bool = False) -> dict[str, np.ndarray]:
+        """Rows ``idx``; the views as 0/1 bodies, or with ``canvases`` as :meth:`canvases` reads them."""
+        read = self.canvases if canvases else self.unpack
         return {
-            "front": self.unpack(self.front[idx]),
-            "side": self.unpack(self.side[idx]),
+            "front": read(self.front[idx]),
+            "side": read(self.side[idx]),
             "shape": self.shape[idx],
             "height": self.height[idx],
             "measurements": self.measurements[idx],
