@@ -1,10 +1,13 @@
 """The one-GPU recipe's orchestration, run on the CPU with tiny budgets: the generator runs in
 the background, training starts on the shards finished so far, the generator is stopped, and
-the fused stage sees every finished shard."""
+the fused stage sees every finished shard; the recipe generates the coverage canvases the page
+serves and trains on their random sub-pixel phases when asked."""
+
+import json
 
 import pytest
 
-from bodyshape.checkpoint import read_metadata
+from bodyshape.checkpoint import read_metadata, read_train_config
 from bodyshape.errors import BodyShapeError
 from training.one_gpu import RecipeConfig, run_recipe
 
@@ -13,7 +16,7 @@ from training.one_gpu import RecipeConfig, run_recipe
 def test_recipe_overlaps_generation_and_training(tmp_path):
     rc = RecipeConfig(work=str(tmp_path / "work"), data_seed=9,
                       max_samples=100_000, workers=1, first_data_s=1, single_s=2, fused_s=30, deadline_s=1,
-                      batch_size=16, device="cpu", val_size=50)
+                      batch_size=16, device="cpu", val_size=50, silhouettes="coverage", random_phase=True)
     with pytest.raises(BodyShapeError, match="no time left for the fused stage"):
         run_recipe(rc)  # the deadline is checked before the fused stage starts
     assert not (tmp_path / "work" / "recipe.json").exists()  # no report for a run that did not finish
@@ -27,9 +30,13 @@ def test_recipe_overlaps_generation_and_training(tmp_path):
     assert single % 500 == 0 and single >= 500  # whole shards only
     assert fused == gen["pairs"] >= single  # the fused stage reads every shard finished by the stop
     assert not list((tmp_path / "work2" / "data").glob("*.tmp"))  # stopped cleanly
+    manifest = json.loads((tmp_path / "work2" / "data" / "manifest.json").read_text())
+    assert manifest["config"]["silhouettes"] == "coverage"
     for name in ("front", "side", "fused"):
-        _, info = read_metadata(tmp_path / "work2" / "weights" / f"{name}.safetensors")
+        path = tmp_path / "work2" / "weights" / f"{name}.safetensors"
+        _, info = read_metadata(path)
         assert info["trained"] and info["dataset_seed"] == 9
+        assert read_train_config(path)["random_phase"] is True
     assert report["stages"]["fused_staged"]["seconds"] >= 3
 
 
@@ -41,6 +48,14 @@ def test_cuda_without_a_gpu_fails_at_once(tmp_path):
     with pytest.raises(BodyShapeError, match="sees no CUDA GPU"):
         run_recipe(RecipeConfig(work=str(tmp_path / "w"), device="cuda"))
     assert not (tmp_path / "w").exists()  # nothing generated, nothing written
+
+
+def test_random_phase_without_coverage_is_refused_before_any_work(tmp_path):
+    with pytest.raises(BodyShapeError, match="add --silhouettes coverage"):
+        run_recipe(RecipeConfig(work=str(tmp_path / "w"), device="cpu", random_phase=True))
+    with pytest.raises(BodyShapeError, match="--silhouettes must be one of"):
+        run_recipe(RecipeConfig(work=str(tmp_path / "w"), device="cpu", silhouettes="png"))
+    assert not (tmp_path / "w").exists()
 
 
 def test_lease_kit_trims_annys_wheel_and_unpacks_its_targets_as_gzip(tmp_path):

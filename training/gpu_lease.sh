@@ -9,7 +9,8 @@
 #                  calibrate the intervals and evaluate (README, "Pipeline")
 #
 # Environment (defaults for the lease): PY=python3, DEVICE=cuda, DEADLINE=420 (seconds for train-gpu,
-# Anny's build included), POSE=wide; extra arguments go to `bodyshape train-gpu`. A CPU dry
+# Anny's build included), POSE=wide, SILHOUETTES=coverage (the canvases the page serves, read at random
+# sub-pixel phases in training; bits for 0/1 bodies); extra arguments go to `bodyshape train-gpu`. A CPU dry
 # run: PY=.venv/bin/python OUT=/tmp/lease DEVICE=cpu DEADLINE=200 bash training/gpu_lease.sh
 #   --first-data-s 40 --single-s 15 --fused-s 40 --val-size 100
 set -uo pipefail
@@ -19,6 +20,8 @@ SITE=${SITE:-/tmp/site}
 DEVICE=${DEVICE:-cuda}
 DEADLINE=${DEADLINE:-420}
 POSE=${POSE:-wide}
+SILHOUETTES=${SILHOUETTES:-coverage}
+PHASE=--no-random-phase; [ "$SILHOUETTES" = coverage ] && PHASE=--random-phase
 PY=${PY:-python3}  # the GPU machine's python3 holds its PyTorch
 mkdir -p "$OUT/r/weights"
 started=$(date +%s)
@@ -33,7 +36,7 @@ $PY -m training.lease_kit --unpack "$SITE" || exit 1
 timeout 150 $PY -m training.body_model_bench --device "$DEVICE" --skip-refit 2>&1 | tee "$OUT/body_model_bench.txt"
 
 timeout $((DEADLINE + 30)) $PY -m bodyshape.cli train-gpu --work /tmp/r --device "$DEVICE" --pose "$POSE" \
-  --deadline-s "$DEADLINE" "$@" 2>&1 | tee "$OUT/train.log"
+  --silhouettes "$SILHOUETTES" "$PHASE" --deadline-s "$DEADLINE" "$@" 2>&1 | tee "$OUT/train.log"
 rc=$?
 cp /tmp/r/weights/* "$OUT/r/weights/" 2>/dev/null; cp /tmp/r/recipe.json "$OUT/r/" 2>/dev/null
 echo "gpu_lease: train-gpu exit $rc, $(( $(date +%s) - started )) s in all; back: $(ls "$OUT/r" "$OUT/r/weights" | tr '\n' ' ')" | tee -a "$OUT/train.log"

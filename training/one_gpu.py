@@ -62,6 +62,8 @@ class RecipeConfig:
     val_size: int = 1000
     init_fused: str | None = None  # fine-tune this fused model instead (no single-view stages)
     pose: str = "capture"  # training pose distribution (training.config.POSES): capture or wide
+    silhouettes: str = "bits"  # what the shards store (training.generate.SILHOUETTE_STORES)
+    random_phase: bool = False  # read coverage canvases at a random sub-pixel phase (needs coverage)
 
 
 #: Command-line help for each field of :class:`RecipeConfig`.
@@ -80,9 +82,20 @@ HELP = {
     "device": "cuda, or cpu for a dry run",
     "p_flip": "probability of mirroring each view",
     "pose": "pose distribution of the generated data: capture (the shipped model's) or wide (stance, arms, lean)",
+    "silhouettes": "what the generated shards store: bits (0/1 bodies) or coverage (the canvases the page serves)",
+    "random_phase": "read each coverage canvas at a random sub-pixel phase, as the served reader does (needs coverage)",
     "val_size": "pairs held out for validation (the last ones loaded)",
     "init_fused": "fine-tune this fused model file instead of training front, side and fused",
 }
+
+
+def check_recipe(rc: RecipeConfig) -> None:
+    """Refuse a recipe that could only fail after minutes of generation."""
+    from training.generate import check_silhouette_store
+
+    check_silhouette_store(rc.silhouettes)
+    if rc.random_phase and rc.silhouettes != "coverage":
+        raise BodyShapeError("--random-phase reads coverage canvases: add --silhouettes coverage")
 
 
 def _samples_done(data: Path) -> int:
@@ -126,7 +139,8 @@ def _start_generator(rc: RecipeConfig, work: Path, workers: int) -> tuple[subpro
     """``bodyshape generate`` into ``<work>/data``, in its own process group (stopped by :func:`_stop`)."""
     log = open(work / "generate.log", "w")  # noqa: SIM115  (closed by the caller)
     cmd = [sys.executable, "-m", "bodyshape.cli", "generate", "--n", str(rc.max_samples), "--seed", str(rc.data_seed),
-           "--out", str(work / "data"), "--workers", str(workers), "--pose", rc.pose]
+           "--out", str(work / "data"), "--workers", str(workers), "--pose", rc.pose,
+           "--silhouettes", rc.silhouettes]
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log
 
 
@@ -146,7 +160,7 @@ def _train_config(rc: RecipeConfig, work: Path) -> TrainConfig:
     cfg = TrainConfig(
         data=str(work / "data"), out=str(work), val_size=rc.val_size,
         batch_size=rc.batch_size, lr=rc.lr, epoch_samples=rc.batch_size * 500, threads=1,
-        stages=(FRONT, SIDE), device=rc.device, p_flip=rc.p_flip, keep_best=True,
+        stages=(FRONT, SIDE), device=rc.device, p_flip=rc.p_flip, keep_best=True, random_phase=rc.random_phase,
         seconds={FRONT: rc.single_s, SIDE: rc.single_s},
     )
     if rc.init_fused:  # fine-tuning: the whole model trains from the start, nothing frozen
@@ -220,6 +234,7 @@ def run_recipe(rc: RecipeConfig) -> dict:
 
     if rc.device.startswith("cuda") and not torch.cuda.is_available():  # say so before minutes of work
         raise BodyShapeError(f"--device {rc.device}: PyTorch sees no CUDA GPU here; use --device cpu for a dry run")
+    check_recipe(rc)
     work = run_dir(rc.work)
     work.mkdir(parents=True, exist_ok=True)
     report: dict = {"config": dataclasses.asdict(rc)}
@@ -246,6 +261,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = RecipeConfig()
     for f in dataclasses.fields(RecipeConfig):
         default = getattr(d, f.name)
+        if isinstance(default, bool):
+            p.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=default,
+                           help=f"{HELP[f.name]} (default {default})")
+            continue
         kind = {"int": int, "float": float, "str": str}.get(str(f.type).replace(" | None", ""), str)
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=default, help=f"{HELP[f.name]} (default {default})")
 
