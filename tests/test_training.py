@@ -199,6 +199,14 @@ def test_resume_with_another_config_is_refused_and_config_json_kept(trained):
         main(dataclasses.replace(cfg, stages=("fused_scratch",), samples={**cfg.samples, "fused_staged": 960}))
     main(dataclasses.replace(cfg, threads=1, stages=("front",)))  # run-only settings may change
     assert stored.read_bytes() == before  # the configuration a stage started with is never rewritten
+    # a stage stored before random_phase existed trained on the 0/1 body: it resumes as such
+    try:
+        stored.write_text(json.dumps({k: v for k, v in json.loads(before).items() if k != "random_phase"}))
+        main(dataclasses.replace(cfg, threads=1, stages=("front",)))
+        with pytest.raises(BodyShapeError, match=r"random_phase \(was False, now True\)"):
+            main(dataclasses.replace(cfg, stages=("front",), random_phase=True))
+    finally:
+        stored.write_bytes(before)
 
 
 def test_final_weights_carry_their_training_config(trained):

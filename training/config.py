@@ -146,6 +146,9 @@ def run_weights_dir(run: str | Path) -> Path:
 RUN_ONLY_KEYS = ("out", "stages", "threads")
 #: TrainConfig keys only the fused_staged stage reads.
 FUSED_STAGED_KEYS = ("frozen_fraction", "finetune_lr_scale", "init")
+#: TrainConfig keys added after runs were stored, with the value that is what those runs did:
+#: a stage's config.json without one of them compares as having that value.
+ADDED_KEYS = {"random_phase": False}
 
 
 def config_to_json(cfg: object) -> dict:
@@ -167,7 +170,7 @@ def data_config_to_json(cfg: DataConfig) -> dict:
 
 def stage_config(config: dict, stage: str) -> dict:
     """What a stage's result depends on, from a :class:`TrainConfig` as JSON: what a resume compares."""
-    out = {k: v for k, v in config.items() if k not in RUN_ONLY_KEYS}
+    out = {**ADDED_KEYS, **{k: v for k, v in config.items() if k not in RUN_ONLY_KEYS}}
     if stage != FUSED_STAGED:
         out = {k: v for k, v in out.items() if k not in FUSED_STAGED_KEYS}
     seconds = config["seconds"].get(stage)
