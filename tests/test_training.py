@@ -218,10 +218,10 @@ def test_final_weights_carry_their_training_config(trained):
     # a shipped file made before the configuration was stored (the GPU recipe's front net) still loads
     assert read_train_config(paths.WEIGHTS_DIR / "front.safetensors") is None
     load_model(paths.WEIGHTS_DIR / "front.safetensors")
-    # the served fused net (the random-phase fine-tune) records what it was fine-tuned from and how
+    # the served fused net (the second random-phase fine-tune) records what it was fine-tuned from and how
     shipped = read_train_config(paths.WEIGHTS_DIR / "fused.safetensors")
-    assert shipped["init"] == "bodyshape/weights/fused.safetensors" and shipped["out"] == "runs/phase_cpu"
-    assert shipped["random_phase"] is True and shipped["data"] == "data/train_wide44"
+    assert shipped["init"] == "bodyshape/weights/fused.safetensors" and shipped["out"] == "runs/phase45_cpu"
+    assert shipped["random_phase"] is True and shipped["data"] == "data/train_wide45"
 
 
 def test_ship_copies_the_chosen_stages_under_the_chosen_names(trained, tmp_path, capsys):
