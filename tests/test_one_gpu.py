@@ -55,6 +55,8 @@ def test_random_phase_without_coverage_is_refused_before_any_work(tmp_path):
         run_recipe(RecipeConfig(work=str(tmp_path / "w"), device="cpu", random_phase=True))
     with pytest.raises(BodyShapeError, match="--silhouettes must be one of"):
         run_recipe(RecipeConfig(work=str(tmp_path / "w"), device="cpu", silhouettes="png"))
+    with pytest.raises(BodyShapeError, match="unknown --pose 'sitting'"):
+        run_recipe(RecipeConfig(work=str(tmp_path / "w"), device="cpu", pose="sitting"))
     assert not (tmp_path / "w").exists()
 
 

@@ -91,8 +91,11 @@ HELP = {
 
 def check_recipe(rc: RecipeConfig) -> None:
     """Refuse a recipe that could only fail after minutes of generation."""
+    from training.config import POSES
     from training.generate import check_silhouette_store
 
+    if rc.pose not in POSES:
+        raise BodyShapeError(f"unknown --pose {rc.pose!r}; choose from {', '.join(POSES)}")
     check_silhouette_store(rc.silhouettes)
     if rc.random_phase and rc.silhouettes != "coverage":
         raise BodyShapeError("--random-phase reads coverage canvases: add --silhouettes coverage")
@@ -270,11 +273,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.config import POSES
-
     rc = RecipeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RecipeConfig)})
-    if rc.pose not in POSES:
-        raise BodyShapeError(f"unknown --pose {rc.pose!r}; choose from {', '.join(POSES)}")
     report = run_recipe(rc)
     print(json.dumps(report, indent=1))
     return 0
