@@ -355,6 +355,14 @@ def test_fit_correction_writes_a_correction_for_the_given_weights(trained, tmp_p
     stamp = chunk.stat().st_mtime_ns
     assert cli_main(args) == 0 and chunk.stat().st_mtime_ns == stamp  # resumed from the cache
     assert "held-out rows" in capsys.readouterr().out
+    # several datasets pool their rows, each with its own cache (here the same set twice)
+    pooled = [*args[:-6], "--data", str(root / "data"), str(root / "data"), "--cache", str(tmp_path / "cache"),
+              str(tmp_path / "cache4"), *args[-4:]]  # fmt: skip
+    assert cli_main(pooled) == 0 and chunk.stat().st_mtime_ns == stamp
+    info = MeasurementCorrection.load(weights / CORRECTION_FILE).info["trained_on"]
+    assert info.count("rows 0-199") == 2, info
+    assert cli_main([*pooled[:-7], "--cache", str(tmp_path / "cache"), *args[-4:]]) == 2  # two sets, one cache folder
+    assert "one --cache folder per --data set" in capsys.readouterr().err
     # two processes over four chunks give the features one process gave over one
     parallel = [*args[:-6], "--cache", str(tmp_path / "cache2"), "--chunk", "50", "--workers", "2", *args[-4:]]
     assert cli_main(parallel) == 0

@@ -2,6 +2,8 @@
 
     bodyshape generate --pose wide --silhouettes coverage --n 30000 --seed 41 --out data/train_wide  # ~9 min
     bodyshape fit-correction --data data/train_wide   # ~50 min of features (4 looks x 8 phases a pair) + 7 min fit
+    bodyshape fit-correction --data data/train_wide data/train_wide46 --cache runs/correction runs/correction_46
+                                                      # several sets, their rows pooled, each with its own cache
 
 The training rows get re-capture noise (``--recapture-noise``, :func:`fit_member`): what a second
 capture changes, learned from 16 dressed persons of seed 4243 captured 8 times each
@@ -43,11 +45,13 @@ EPOCHS = 120
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from bodyshape.paths import WEIGHTS_DIR
 
-    p.add_argument("--data", type=Path, default=Path("data/train_wide"),
-                   help="a dataset never used to train the shape network (default: the wide-pose set, seed 41)")
-    p.add_argument("--n", type=int, default=30000, help="rows of --data to use")
+    p.add_argument("--data", type=Path, nargs="+", default=[Path("data/train_wide")],
+                   help="datasets never used to train the shape network, their rows pooled (default: the wide-pose "
+                        "set, seed 41)")
+    p.add_argument("--n", type=int, default=30000, help="rows of each --data to use")
     p.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="folder with fused.safetensors; the correction is written there")
-    p.add_argument("--cache", type=Path, default=Path("runs/correction"), help="where the features are cached")
+    p.add_argument("--cache", type=Path, nargs="+", default=[Path("runs/correction")],
+                   help="where the features are cached: one folder per --data, in the same order")
     p.add_argument("--workers", type=int, default=None, help="processes computing the features (default: all cores)")
     p.add_argument("--chunk", type=int, default=CHUNK, help="rows per cached chunk of features")
     p.add_argument("--members", type=int, default=3, help="networks in the ensemble (different seeds)")
@@ -220,7 +224,11 @@ def run(args: argparse.Namespace) -> int:
     from bodyshape.uncertainty import file_sha256
 
     weights = args.weights / "fused.safetensors"
-    f = cached_features(weights, args.data, args.n, args.cache, args.workers, args.chunk)
+    if len(args.cache) != len(args.data):
+        raise BodyShapeError(f"give one --cache folder per --data set ({len(args.data)} sets, {len(args.cache)} folders)")
+    parts = [cached_features(weights, data, args.n, cache, args.workers, args.chunk)
+             for data, cache in zip(args.data, args.cache, strict=True)]  # fmt: skip
+    f = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
     inputs = f["inputs"].astype(np.float32)
     mean, std = inputs.mean(0), inputs.std(0) + 1e-6
     x = (inputs - mean) / std
@@ -231,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     if args.recapture_noise:
         from training.recaptures import NOISE_CAPTURES, NOISE_SEED, recapture_deviations, recapture_set
 
-        source = recapture_set(weights, *NOISE_CAPTURES, NOISE_SEED, args.cache)
+        source = recapture_set(weights, *NOISE_CAPTURES, NOISE_SEED, args.cache[0])
         # the corrected numbers held (the target moves with the measurements): chosen on the
         # calibration splits and seed 4244 (docs/evaluation.md)
         pool, shift = noise_pool(recapture_deviations(source["inputs"], source["person"]), std, moving_target=True)
@@ -243,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
         nets.append(net)
         epochs.append(epoch)
         print(f"member {k + 1}/{args.members}: best epoch {epoch + 1}, held-out MAE {10 * err:.1f} mm (all measurements)")
-    info = {"trained_on": f"{args.data} (rows 0-{len(x) - 1}, {int(holdout.sum())} held out to stop)",
+    sets = " + ".join(f"{data} (rows 0-{len(part['truth']) - 1})" for data, part in zip(args.data, parts, strict=True))
+    info = {"trained_on": f"{sets}, {int(holdout.sum())} held out to stop",
             "weights_sha256": file_sha256(weights), "epochs": epochs, "hidden": args.hidden,
             "definitions": DEFINITIONS_VERSION, "recapture_noise": args.recapture_noise, **extra}  # fmt: skip
     model = MeasurementCorrection(nets, mean, std, info)
