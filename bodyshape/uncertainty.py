@@ -79,6 +79,9 @@ class IntervalModel:
     coverage: float = COVERAGE
     calibrated_on: str = ""
     weights_sha256: str = ""  # the fused weights it was calibrated for
+    #: The measurement correction it was calibrated with (the intervals and the clothing
+    #: allowance are those of the corrected measurements); "": not recorded (before 2026-12-04).
+    correction_sha256: str = ""
     #: Quantiles for captures that failed a capture check (never narrower than q_low/q_high).
     q_low_warned: tuple[float, ...] = ()
     q_high_warned: tuple[float, ...] = ()
@@ -199,15 +202,20 @@ def file_sha256(path: str | Path) -> str:
 
 def load_intervals(weights_dir: str | Path | None = None) -> IntervalModel:
     """The calibration shipped with the weights; logs a warning when it was fitted for other
-    fused weights (after ``bodyshape ship``, run ``bodyshape calibrate-intervals``)."""
+    fused weights or with another measurement correction than the one beside it (after
+    ``bodyshape ship`` or ``bodyshape fit-correction``, run ``bodyshape calibrate-intervals``)."""
+    from bodyshape.correction import CORRECTION_FILE
     from bodyshape.paths import WEIGHTS_DIR
 
     folder = Path(weights_dir or WEIGHTS_DIR)
     model = IntervalModel.load(folder / INTERVALS_FILE)
-    fused = folder / "fused.safetensors"
+    fused, correction = folder / "fused.safetensors", folder / CORRECTION_FILE
     if fused.exists() and model.weights_sha256 != file_sha256(fused):
         log.warning("%s was calibrated for other weights than %s: its intervals are stale; run "
                     "`bodyshape calibrate-intervals`", folder / INTERVALS_FILE, fused)
+    elif model.correction_sha256 and correction.exists() and model.correction_sha256 != file_sha256(correction):
+        log.warning("%s was calibrated with another measurement correction than %s: its intervals and clothing "
+                    "allowance are stale; run `bodyshape calibrate-intervals`", folder / INTERVALS_FILE, correction)
     return model
 
 

@@ -103,8 +103,10 @@ def test_shipped_calibration_matches_this_version():
 
     model = load_intervals()
     assert model.names == tuple(MEASUREMENT_NAMES)
-    # Fitted for the shipped fused weights: new weights need `bodyshape calibrate-intervals`.
+    # Fitted for the shipped fused weights and with the shipped correction: a new either needs
+    # `bodyshape calibrate-intervals`.
     assert model.weights_sha256 == file_sha256(WEIGHTS_DIR / "fused.safetensors")
+    assert model.correction_sha256 == file_sha256(WEIGHTS_DIR / "correction.safetensors")
     assert "seed" in model.calibrated_on and "photo_bare" in model.calibrated_on
     j = [MEASUREMENT_NAMES.index(g) for g in ("chest", "waist", "hip")]
     assert all(model.q_low[i] < 0 < model.q_high[i] for i in j)
@@ -118,6 +120,35 @@ def test_shipped_calibration_matches_this_version():
     w_low, w_high = model.bounds(point, np.asarray(model.floor), warned=True)
     widths = [(w_high[i] - w_low[i], high[i] - low[i]) for i in j]
     assert all(w >= plain for w, plain in widths) and any(w > plain for w, plain in widths)
+
+
+def test_a_calibration_with_another_correction_is_reported(tmp_path, caplog):
+    """The intervals and the clothing allowance are fitted on the corrected measurements: a
+    correction refitted after them leaves them stale, and loading says so (nothing said when
+    they match, or for a calibration that predates the record)."""
+    import dataclasses
+    import shutil
+
+    from bodyshape.paths import WEIGHTS_DIR
+    from bodyshape.uncertainty import file_sha256
+
+    for name in ("fused.safetensors", "correction.safetensors"):
+        shutil.copy(WEIGHTS_DIR / name, tmp_path)
+    shipped = dataclasses.replace(load_intervals(), correction_sha256=file_sha256(tmp_path / "correction.safetensors"))
+    shipped.save(tmp_path / "intervals.json")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_intervals(tmp_path)
+    assert not caplog.text
+    (tmp_path / "correction.safetensors").write_bytes(b"another correction")
+    with caplog.at_level("WARNING"):
+        load_intervals(tmp_path)
+    assert "another measurement correction" in caplog.text and "calibrate-intervals" in caplog.text
+    dataclasses.replace(load_intervals(tmp_path), correction_sha256="").save(tmp_path / "intervals.json")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_intervals(tmp_path)
+    assert not caplog.text
 
 
 def test_a_calibration_for_other_measurements_is_refused(tmp_path):

@@ -17,6 +17,7 @@ Writes ``intervals.json`` next to the weights and prints the in-sample coverage 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -61,7 +62,7 @@ def dressed_rows(weights: Path, data: Path) -> SimpleNamespace:
 
 def run(args: argparse.Namespace) -> int:
     from bodyshape.clothing import fit_allowance
-    from bodyshape.correction import correction_inputs, load_correction
+    from bodyshape.correction import CORRECTION_FILE, correction_inputs, load_correction
     from bodyshape.measurements import MEASUREMENT_NAMES
     from bodyshape.uncertainty import INTERVALS_FILE, file_sha256, fit_clothing, fit_intervals
     from training.config import FUSED_STAGED, WEIGHT_NAMES
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
              f"({persons} persons x {captures}, seed {recapture_seed})")
     model = fit_intervals(truth, point, spread, calibrated_on=f"bodyshape calibrate-intervals: {what}",
                           weights_sha256=file_sha256(weights), warned=warned)
+    model = replace(model, correction_sha256=file_sha256(args.weights / CORRECTION_FILE))
     dressed = dressed_rows(weights, args.data)
     raw = predict_measurements(weights, dressed)  # the network's bodies, before correction and allowance
     change = correction.change(correction_inputs(raw.point, raw.shape, dressed.height, dressed.front, dressed.side))

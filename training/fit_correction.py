@@ -1,9 +1,12 @@
 """``bodyshape fit-correction``: fit the measurement correction (bodyshape/correction.py).
 
-    bodyshape generate --pose wide --silhouettes coverage --n 30000 --seed 41 --out data/train_wide  # ~9 min
-    bodyshape fit-correction --data data/train_wide   # ~50 min of features (4 looks x 8 phases a pair) + 7 min fit
-    bodyshape fit-correction --data data/train_wide data/train_wide46 --cache runs/correction runs/correction_46
-                                                      # several sets, their rows pooled, each with its own cache
+    bodyshape generate --pose wide --silhouettes coverage --n 30000 --seed 41 --out data/train_wide    # ~9 min
+    bodyshape generate --pose wide --silhouettes coverage --n 30000 --seed 46 --out data/train_wide46  # ~9 min
+    bodyshape fit-correction   # ~50 min of features a set (4 looks x 8 phases a pair) + ~5 min fit
+
+The rows of several sets are pooled (``--data A B --cache CA CB``, one feature cache each); the
+default, 60,000 rows of seeds 41 and 46 and 5 networks, was chosen on the calibration splits
+against 30,000 rows and 3 networks (docs/evaluation.md, "The correction on twice the rows").
 
 The training rows get re-capture noise (``--recapture-noise``, :func:`fit_member`): what a second
 capture changes, learned from 16 dressed persons of seed 4243 captured 8 times each
@@ -40,21 +43,27 @@ RECAPTURE_NOISE = 2.0
 #: Epochs per member: with the noise the held-out error still falls at 60 (the best epochs were
 #: 60, 60, 59 of 60; 93-113 of 120, which also gave back the in-distribution MAE).
 EPOCHS = 120
+#: Wide-pose sets the correction is fitted on (never a training seed of the shape network) and
+#: their feature caches, and the networks in its ensemble: 60,000 rows and 5 networks, chosen on
+#: the calibration splits (docs/evaluation.md, "The correction on twice the rows").
+DATA = (Path("data/train_wide"), Path("data/train_wide46"))
+CACHES = (Path("runs/correction"), Path("runs/correction_46"))
+MEMBERS = 5
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from bodyshape.paths import WEIGHTS_DIR
 
-    p.add_argument("--data", type=Path, nargs="+", default=[Path("data/train_wide")],
+    p.add_argument("--data", type=Path, nargs="+", default=list(DATA),
                    help="datasets never used to train the shape network, their rows pooled (default: the wide-pose "
-                        "set, seed 41)")
+                        "sets of seeds 41 and 46)")
     p.add_argument("--n", type=int, default=30000, help="rows of each --data to use")
     p.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="folder with fused.safetensors; the correction is written there")
-    p.add_argument("--cache", type=Path, nargs="+", default=[Path("runs/correction")],
+    p.add_argument("--cache", type=Path, nargs="+", default=list(CACHES),
                    help="where the features are cached: one folder per --data, in the same order")
     p.add_argument("--workers", type=int, default=None, help="processes computing the features (default: all cores)")
     p.add_argument("--chunk", type=int, default=CHUNK, help="rows per cached chunk of features")
-    p.add_argument("--members", type=int, default=3, help="networks in the ensemble (different seeds)")
+    p.add_argument("--members", type=int, default=MEMBERS, help="networks in the ensemble (different seeds)")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--epochs", type=int, default=EPOCHS)
     p.add_argument("--seed", type=int, default=0)
