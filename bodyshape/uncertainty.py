@@ -156,7 +156,7 @@ def _quantiles(score: np.ndarray, coverage: float) -> tuple[np.ndarray, np.ndarr
 
 def fit_intervals(truth: np.ndarray, point: np.ndarray, spread: np.ndarray, calibrated_on: str = "",
                   coverage: float = COVERAGE, weights_sha256: str = "",
-                  warned: np.ndarray | None = None) -> IntervalModel:  # fmt: skip
+                  warned: np.ndarray | None = None, correction_sha256: str = "") -> IntervalModel:  # fmt: skip
     """Fit an :class:`IntervalModel` on calibration rows (N, M), metres.
 
     ``warned`` (N,) bool: rows whose capture failed a capture check. The ordinary quantiles
@@ -176,7 +176,7 @@ def fit_intervals(truth: np.ndarray, point: np.ndarray, spread: np.ndarray, cali
 
     return IntervalModel(
         names=tuple(MEASUREMENT_NAMES), floor=t(floor), q_low=t(q_low), q_high=t(q_high),
-        coverage=coverage, calibrated_on=calibrated_on, weights_sha256=weights_sha256,
+        coverage=coverage, calibrated_on=calibrated_on, weights_sha256=weights_sha256, correction_sha256=correction_sha256,
         q_low_warned=t(q_low_w), q_high_warned=t(q_high_w), warned_rows=int(warned.sum()),
     )
 

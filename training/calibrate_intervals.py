@@ -17,7 +17,6 @@ Writes ``intervals.json`` next to the weights and prints the in-sample coverage 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -93,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
     what += (f"; clothing allowance: {dressed_name} ({n} rows, seed {seed}) and re-framed dressed captures "
              f"({persons} persons x {captures}, seed {recapture_seed})")
     model = fit_intervals(truth, point, spread, calibrated_on=f"bodyshape calibrate-intervals: {what}",
-                          weights_sha256=file_sha256(weights), warned=warned)
-    model = replace(model, correction_sha256=file_sha256(args.weights / CORRECTION_FILE))
+                          weights_sha256=file_sha256(weights), warned=warned,
+                          correction_sha256=file_sha256(args.weights / CORRECTION_FILE))
     dressed = dressed_rows(weights, args.data)
     raw = predict_measurements(weights, dressed)  # the network's bodies, before correction and allowance
     change = correction.change(correction_inputs(raw.point, raw.shape, dressed.height, dressed.front, dressed.side))
