@@ -36,7 +36,7 @@ VALIDATION_SPLITS: dict[str, tuple[int, int]] = {
     OFF_MODEL: (300, SPLIT_SEEDS[OFF_MODEL] + 2000),
     PHOTO_BARE: (80, SPLIT_SEEDS[PHOTO_BARE] + 2000),
 }
-#: Floor shares tried (1.0: the floor before 2026-12-05, the median spread itself).
+#: Floor shares tried (1.0, the shipped one: the median spread itself).
 SHARES: tuple[float, ...] = (2.0, 1.0, 0.5, 0.3, 0.1, 0.0)
 FIELDS = ("truth", "point", "spread", "warned")
 
