@@ -19,10 +19,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from training.splits import ARMS, IN_DISTRIBUTION, OFF_MODEL, PHOTO, PHOTO_BARE, SPLIT_SEEDS, STANCE
+
+if TYPE_CHECKING:
+    from bodyshape.correction import MeasurementCorrection
+    from training.evaluate import SplitPrediction
 
 #: Calibration split -> (rows, seed). Seeds are the evaluation seeds + 1000 (in_distribution:
 #: 2001), none of them a training or evaluation seed.
@@ -59,6 +64,23 @@ def dressed_rows(weights: Path, data: Path) -> SimpleNamespace:
     return SimpleNamespace(**{k: np.concatenate([getattr(plain, k), again[k]]) for k in ("front", "side", "height", "truth")})
 
 
+def split_predictions(weights: Path, splits: dict[str, tuple[int, int]], data: Path,
+                      correction: MeasurementCorrection | None) -> dict[str, tuple[np.ndarray, SplitPrediction, np.ndarray]]:  # fmt: skip
+    """Per split of ``splits`` (name -> (rows, seed), cached in ``data``): its truth (N, M), what
+    the page reports (:class:`training.evaluate.SplitPrediction`, with the ``correction``, no
+    interval) and whether each capture fails a capture check (N,)."""
+    from training.evaluate import capture_warned, predict_measurements
+    from training.splits import load_split
+
+    rows = {}
+    for name, (n, seed) in splits.items():
+        split = load_split(name, data, n=n, seed=seed)
+        warned = capture_warned(split.front, split.side)
+        rows[name] = (split.truth, predict_measurements(weights, split, correction=correction), warned)
+        print(f"{name}: {len(split.height)} rows (seed {seed}), {warned.mean():.0%} fail a capture check")
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
     from bodyshape.clothing import fit_allowance
     from bodyshape.correction import CORRECTION_FILE, correction_inputs, load_correction
@@ -72,16 +94,10 @@ def run(args: argparse.Namespace) -> int:
         interval_quality,
         predict_measurements,
     )
-    from training.splits import load_split
 
     weights = args.weights / f"{WEIGHT_NAMES[FUSED_STAGED]}.safetensors"
     correction = load_correction(args.weights)  # the intervals are those of the corrected measurements
-    rows: dict[str, tuple[np.ndarray, object, np.ndarray]] = {}
-    for name, (n, seed) in CALIBRATION_SPLITS.items():
-        split = load_split(name, args.data, n=n, seed=seed)
-        warned = capture_warned(split.front, split.side)
-        rows[name] = (split.truth, predict_measurements(weights, split, correction=correction), warned)
-        print(f"{name}: {len(split.height)} rows (seed {seed}), {warned.mean():.0%} fail a capture check")
+    rows = split_predictions(weights, CALIBRATION_SPLITS, args.data, correction)
     truth = np.concatenate([t for t, _, _ in rows.values()])
     point = np.concatenate([p.point for _, p, _ in rows.values()])
     spread = np.concatenate([p.spread for _, p, _ in rows.values()])

@@ -26,15 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from training.splits import ARMS, IN_DISTRIBUTION, OFF_MODEL, PHOTO_BARE, SPLIT_SEEDS, STANCE
+from training.calibrate_intervals import CALIBRATION_SPLITS
+from training.splits import OFF_MODEL
 
-#: Validation split -> (rows, seed): the evaluation seeds + 2000 (in_distribution: 3001).
+#: Validation split -> (rows, seed): the calibration splits from their seeds + 1000 (the
+#: evaluation seeds + 2000; in_distribution: 3001), the off-model bodies twice as many.
 VALIDATION_SPLITS: dict[str, tuple[int, int]] = {
-    IN_DISTRIBUTION: (150, 3001),
-    STANCE: (150, SPLIT_SEEDS[STANCE] + 2000),
-    ARMS: (150, SPLIT_SEEDS[ARMS] + 2000),
-    OFF_MODEL: (300, SPLIT_SEEDS[OFF_MODEL] + 2000),
-    PHOTO_BARE: (80, SPLIT_SEEDS[PHOTO_BARE] + 2000),
+    name: (2 * n if name == OFF_MODEL else n, seed + 1000) for name, (n, seed) in CALIBRATION_SPLITS.items()
 }
 #: Floor shares tried (1.0, the shipped one: the median spread itself).
 SHARES: tuple[float, ...] = (2.0, 1.0, 0.5, 0.3, 0.1, 0.0)
@@ -47,21 +45,15 @@ def split_rows(weights_dir: Path, splits: dict[str, tuple[int, int]], data: Path
     cached in ``cache`` under the weights' and the correction's hashes."""
     from bodyshape.correction import CORRECTION_FILE, load_correction
     from bodyshape.uncertainty import file_sha256
+    from training.calibrate_intervals import split_predictions
     from training.config import FUSED_STAGED, WEIGHT_NAMES
-    from training.evaluate import capture_warned, predict_measurements
-    from training.splits import load_split
 
     weights = weights_dir / f"{WEIGHT_NAMES[FUSED_STAGED]}.safetensors"
     tag = file_sha256(weights)[:12] + file_sha256(weights_dir / CORRECTION_FILE)[:12]
     path = cache / f"interval_rows_{label}_{tag}.npz"
     if not path.exists():
-        correction = load_correction(weights_dir)
-        rows = {}
-        for name, (n, seed) in splits.items():
-            split = load_split(name, data, n=n, seed=seed)
-            p = predict_measurements(weights, split, correction=correction)
-            rows[name] = {"truth": split.truth, "point": p.point, "spread": p.spread,
-                          "warned": capture_warned(split.front, split.side)}  # fmt: skip
+        rows = {name: {"truth": truth, "point": p.point, "spread": p.spread, "warned": warned}
+                for name, (truth, p, warned) in split_predictions(weights, splits, data, load_correction(weights_dir)).items()}  # fmt: skip
         cache.mkdir(parents=True, exist_ok=True)
         np.savez(path, **{f"{s}__{f}": v for s, d in rows.items() for f, v in d.items()})
     with np.load(path) as z:
@@ -95,7 +87,6 @@ def main() -> None:
     from bodyshape.paths import WEIGHTS_DIR
     from bodyshape.report import slashed
     from bodyshape.uncertainty import FLOOR_SHARE
-    from training.calibrate_intervals import CALIBRATION_SPLITS
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
