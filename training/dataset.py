@@ -62,7 +62,7 @@ class SilhouetteDataset:
             "measurements": self.measurements[idx],
         }
 
-    def select(self, rows: slice) -> SilhouetteDataset:
+    def select(self, rows: slice | np.ndarray) -> SilhouetteDataset:
         return SilhouetteDataset(self.front[rows], self.side[rows], self.shape[rows], self.height[rows],
                                  self.measurements[rows], self.manifest)
 

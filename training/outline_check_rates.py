@@ -52,15 +52,16 @@ def flagged_errors(folder: Path, n_unflagged: int = 200) -> None:
     from training.evaluate import network_bodies, true_meshes
 
     ds = load_dataset(folder)
-    front, side = ds.canvases(ds.front), ds.canvases(ds.side)
-    flag = np.array([not check_segmentation(s).passed for s in side])
+    flag = np.array([not check_segmentation(s).passed for s in ds.canvases(ds.side)])
     cols = [MEASUREMENT_NAMES.index(g) for g in ("chest", "waist", "hip")]
     unflagged = np.flatnonzero(~flag)[:n_unflagged]
     for label, rows in (("flagged", np.flatnonzero(flag)), ("not flagged", unflagged)):
         if len(rows) == 0:
             continue
-        truth = get_measurer().batch(true_meshes(ds)[rows])
-        raw, _, _ = network_bodies(WEIGHTS_DIR / "fused.safetensors", front[rows], side[rows], ds.height[rows])
+        sub = ds.select(rows)  # only these rows are meshed and read
+        truth = get_measurer().batch(true_meshes(sub))
+        raw, _, _ = network_bodies(WEIGHTS_DIR / "fused.safetensors", sub.canvases(sub.front), sub.canvases(sub.side),
+                                   sub.height)  # fmt: skip
         err = (raw - truth)[:, cols] * 1000
         mae = " / ".join(f"{v:.0f}" for v in np.abs(err).mean(0))
         bias = " / ".join(f"{v:+.0f}" for v in err.mean(0))
