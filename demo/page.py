@@ -13,8 +13,10 @@ raises ``AppError`` with that message — after the page has shown the message i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -251,12 +253,36 @@ def build_demo(
 
     def close(*args, **kwargs) -> None:  # closing the page also deletes its generated files
         try:
+            set_stop_event_on_its_loop(demo)
             blocks_close(*args, **kwargs)
         finally:
             handler.close()
 
     demo.close = close
     return demo
+
+
+def set_stop_event_on_its_loop(demo, timeout_s: float = 5.0) -> None:
+    """Set the app's ``stop_event`` (an ``asyncio.Event``) on the server's event loop.
+
+    Gradio's ``Blocks.close`` sets it from the calling thread while the server's loop, in
+    another thread, adds and removes heartbeat waiters: now and then ``set()`` then fails
+    with "deque mutated during iteration" and the server is left running (seen once in CI,
+    tests/test_load.py). Set on its own loop first, ``close``'s own ``set()`` finds it set
+    and does nothing.
+    """
+    event = getattr(getattr(demo, "app", None), "stop_event", None)
+    loop = getattr(event, "_loop", None)  # bound when the first waiter registered
+    if not isinstance(event, asyncio.Event) or loop is None or not loop.is_running():
+        return  # no waiters bound to a running loop: nothing can race
+    done = threading.Event()
+
+    def set_it() -> None:
+        event.set()
+        done.set()
+
+    loop.call_soon_threadsafe(set_it)
+    done.wait(timeout_s)
 
 
 # ----------------------------------------------------------------------------- launching

@@ -350,3 +350,33 @@ def test_env_triton_url_is_the_default(monkeypatch):
     args = p.parse_args([])
     assert args.triton_url == "10.1.2.3:8000" and args.host == "127.0.0.1"
     assert os.environ["BODYSHAPE_TRITON_URL"] == "10.1.2.3:8000"
+
+
+def test_stop_event_is_set_on_the_servers_loop():
+    """The page's close sets gradio's asyncio stop_event on the loop whose waiters it wakes
+    (from another thread ``set()`` can fail with "deque mutated during iteration")."""
+    import asyncio
+    import threading
+    from types import SimpleNamespace
+
+    from demo.page import set_stop_event_on_its_loop
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    try:
+        event = asyncio.run_coroutine_threadsafe(_make_event(), loop).result(5)
+        waiters = [asyncio.run_coroutine_threadsafe(event.wait(), loop) for _ in range(20)]
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0.05), loop).result(5)  # waiters registered
+        assert not any(w.done() for w in waiters)
+        set_stop_event_on_its_loop(SimpleNamespace(app=SimpleNamespace(stop_event=event)))
+        assert event.is_set()
+        assert all(w.result(5) is True for w in waiters)
+        set_stop_event_on_its_loop(SimpleNamespace())  # no app (never launched): nothing to do
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+
+
+async def _make_event():
+    import asyncio
+
+    return asyncio.Event()
