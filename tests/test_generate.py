@@ -188,3 +188,31 @@ def test_coverage_sets_store_the_canvases_whose_bodies_the_bits_sets_store(small
     assert "silhouettes" not in json.loads((out / "manifest.json").read_text())["config"]  # old manifests resume
     with pytest.raises(BodyShapeError, match="silhouettes"):
         generate(DataConfig(n=4, seed=3, shard_size=4), tmp_path / "cov", workers=1, progress=False)
+
+
+def test_off_model_rows_are_the_same_bodies_with_bumps_measured_on_the_deformed_mesh(tmp_path):
+    """``--off-model SHARE``: that share of the bodies gets random torso/thigh bumps; the bodies,
+    poses and noise are those of the same set without them; the stored measurements are the
+    deformed mesh's, and the correction's truth (redrawn from the seeds) reproduces them."""
+    from bodyshape.measurements import MEASUREMENT_NAMES, get_measurer
+    from training.fit_correction import true_meshes
+
+    plain, bumped = tmp_path / "plain", tmp_path / "bumped"
+    generate(DataConfig(n=8, seed=5, shard_size=4, silhouettes="coverage"), plain, workers=1, progress=False)
+    args = ["generate", "--n", "8", "--seed", "5", "--shard-size", "4", "--workers", "1", "--silhouettes", "coverage"]
+    assert cli_main([*args, "--off-model", "0.5", "--out", str(bumped)]) == 0
+    a, b = load_dataset(plain), load_dataset(bumped)
+    flags = np.concatenate([np.load(bumped / shard_name(i))["off_model"] for i in range(2)])
+    assert 0 < flags.sum() < 8, flags  # seeded per row: some deformed, some not
+    assert json.loads((bumped / "manifest.json").read_text())["config"]["off_model"] == 0.5
+    assert "off_model" not in json.loads((plain / "manifest.json").read_text())["config"]  # old manifests resume
+    np.testing.assert_array_equal(a.shape, b.shape)
+    np.testing.assert_array_equal(a.front[~flags], b.front[~flags])  # same poses, cameras, noise
+    np.testing.assert_array_equal(a.measurements[~flags], b.measurements[~flags])
+    girths = [MEASUREMENT_NAMES.index(g) for g in ("chest", "waist", "hip", "thigh")]
+    moved = np.abs(b.measurements[flags][:, girths] - a.measurements[flags][:, girths]).max(1)
+    assert (moved > 0.002).all(), moved  # every deformed body's girths changed (3 cm bumps)
+    assert (np.abs(b.front[flags].astype(int) - a.front[flags]).sum((1, 2)) > 0).all()  # and its outline
+    truth = get_measurer().batch(true_meshes(b, slice(0, 8)))
+    np.testing.assert_allclose(truth[:, girths], b.measurements[:, girths], atol=0.002)
+    assert cli_main([*args, "--off-model", "1.5", "--out", str(tmp_path / "bad")]) == 2

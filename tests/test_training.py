@@ -355,6 +355,20 @@ def test_fit_correction_writes_a_correction_for_the_given_weights(trained, tmp_p
     stamp = chunk.stat().st_mtime_ns
     assert cli_main(args) == 0 and chunk.stat().st_mtime_ns == stamp  # resumed from the cache
     assert "held-out rows" in capsys.readouterr().out
+    # --init fine-tunes a saved correction: its networks and input scaling; no epoch better on
+    # the held-out rows than where it started gives it back unchanged
+    saved = tmp_path / "start.safetensors"
+    shutil.copy(weights / CORRECTION_FILE, saved)
+    start = MeasurementCorrection.load(saved)
+    probe = np.asarray(cached_features(weights / "fused.safetensors", root / "data", 200, tmp_path / "cache")["inputs"])
+    assert cli_main([*args[:-4], "--init", str(saved), "--epochs", "0"]) == 0
+    tuned = MeasurementCorrection.load(weights / CORRECTION_FILE)
+    np.testing.assert_array_equal(tuned.change(probe), start.change(probe))
+    assert tuned.info["fine_tuned_from"]["file"] == str(saved) and tuned.info["epochs"] == [-1, -1]
+    assert cli_main([*args[:-4], "--init", str(saved), "--epochs", "5"]) == 0
+    tuned = MeasurementCorrection.load(weights / CORRECTION_FILE)
+    np.testing.assert_array_equal(tuned.mean, start.mean)  # the inputs scaled as the start's networks read them
+    assert len(tuned.nets) == 2 and tuned.info["fine_tuned_from"]["lr"] == 3e-4
     # several datasets pool their rows, each with its own cache (here the same set twice)
     pooled = [*args[:-6], "--data", str(root / "data"), str(root / "data"), "--cache", str(tmp_path / "cache"),
               str(tmp_path / "cache4"), *args[-4:]]  # fmt: skip

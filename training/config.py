@@ -70,6 +70,10 @@ class DataConfig:
     #: uint8 coverage canvas the page reads (the sets that judge or calibrate the shipped reader:
     #: test sets, the correction's set).
     silhouettes: str = "bits"
+    #: Share of the bodies whose rest surface gets smooth random bumps (up to 3 cm, anywhere on
+    #: the torso and thighs: :func:`training.generate.rest_deformations`), their measurements
+    #: taken on the deformed mesh: bodies no shape vector expresses, for the correction's rows.
+    off_model: float = 0.0
 
 
 # ----------------------------------------------------------------------------- training stages
@@ -158,13 +162,15 @@ def config_to_json(cfg: object) -> dict:
 
 def data_config_to_json(cfg: DataConfig) -> dict:
     """A :class:`DataConfig` as stored in a dataset's manifest. Without ``pose_ranges`` it is
-    left out, and so is ``silhouettes`` when it is ``bits``, so datasets made before either
-    existed keep their manifest and resume."""
+    left out, and so are ``silhouettes`` when it is ``bits`` and ``off_model`` when it is 0, so
+    datasets made before they existed keep their manifest and resume."""
     out = config_to_json(cfg)
     if out.get("pose_ranges") is None:
         out.pop("pose_ranges", None)
     if out.get("silhouettes") == "bits":
         out.pop("silhouettes")
+    if not out.get("off_model"):
+        out.pop("off_model", None)
     return out
 
 

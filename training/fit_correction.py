@@ -52,6 +52,8 @@ EPOCHS = 120
 DATA = (Path("data/train_wide"), Path("data/train_wide46"), Path("data/train_wide47"))
 CACHES = (Path("runs/correction"), Path("runs/correction_46"), Path("runs/correction_47"))
 MEMBERS = 5
+#: AdamW learning rates: fitting from scratch, and fine-tuning a saved correction (``--init``).
+LR, INIT_LR = 1e-3, 3e-4
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,6 +72,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--epochs", type=int, default=EPOCHS)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", type=Path, default=None, metavar="CORRECTION",
+                   help="fine-tune this saved correction (its networks and input scaling) on the rows instead of "
+                        "fitting new networks; --members is then its number of networks")
+    p.add_argument("--lr", type=float, default=None, help=f"learning rate (default {LR}, {INIT_LR} with --init)")
     p.add_argument("--recapture-noise", type=float, default=RECAPTURE_NOISE,
                    help="scale of the re-capture deviations added to the training rows (0: none; "
                         "training/recaptures.py, docs/evaluation.md)")
@@ -80,15 +86,29 @@ def features(predictor, ds, rows: slice) -> dict[str, np.ndarray]:
     (``predictor``: a :class:`bodyshape.reconstruct.LocalPredictor` of the fused weights)."""
     from bodyshape.correction import correction_inputs
     from bodyshape.measurements import get_measurer
-    from bodyshape.reconstruct import mesh_from_shape
     from bodyshape.uncertainty import tta_inputs, tta_measure
 
     part = ds.select(rows)
     front, side = part.canvases(part.front), part.canvases(part.side)
     res = tta_measure(predictor.predict_shape(*tta_inputs(front, side, part.height)), None, part.height)
-    truth = get_measurer().batch(mesh_from_shape(part.shape, part.height))
+    truth = get_measurer().batch(true_meshes(ds, rows))
     return {"inputs": correction_inputs(res.measurements, res.shape, part.height, front, side),
             "point": res.measurements, "truth": truth}  # fmt: skip
+
+
+def true_meshes(ds, rows: slice) -> np.ndarray:
+    """The true rest meshes (B, V, 3) of ``rows`` of ``ds``, from the shapes at their heights, with
+    the bumps of its off-model bodies (``bodyshape generate --off-model``) redrawn from their seeds."""
+    from bodyshape.body_model import get_body_model
+    from bodyshape.reconstruct import mesh_from_shape
+    from training.generate import rest_deformations
+
+    part = ds.select(rows)
+    meshes = mesh_from_shape(part.shape, part.height)
+    cfg = ds.manifest.get("config", {})
+    deltas, _ = rest_deformations(get_body_model(), part.shape, cfg.get("seed", 0), cfg.get("off_model", 0.0),
+                                  np.arange(len(ds))[rows])  # fmt: skip
+    return meshes if deltas is None else meshes + deltas
 
 
 _WORKER: dict = {}
@@ -181,7 +201,7 @@ def noise_pool(deviations: np.ndarray, std: np.ndarray, moving_target: bool,
 
 def fit_member(x: np.ndarray, y_cm: np.ndarray, holdout: np.ndarray, hidden: int, epochs: int, seed: int,
                noise: np.ndarray | None = None, noise_scale: float = 0.0,
-               noise_target: np.ndarray | None = None):  # fmt: skip
+               noise_target: np.ndarray | None = None, init=None, lr: float = LR):  # fmt: skip
     """One network, trained on the rows not in ``holdout``; its best epoch on those rows is kept.
     ``noise`` (K, F), standardised like ``x``: what a re-capture of one person changes in the
     inputs (:func:`training.recaptures.recapture_deviations`); each training row gets one of
@@ -190,7 +210,11 @@ def fit_member(x: np.ndarray, y_cm: np.ndarray, holdout: np.ndarray, hidden: int
     given, the target moves with them (the truth stays, the error changes), so the network
     learns to give one person the same *corrected* numbers however they were captured; None:
     the target stays, so it learns to give the same *correction*. With noise the held-out rows
-    get one fixed draw of it too. -> (net, best epoch, held-out MAE in cm)."""
+    get one fixed draw of it too. ``init``: a trained network (:func:`build_net`, ``x`` scaled
+    as it was) to start from instead of a new one; its held-out error counts as epoch -1, so
+    it comes back unchanged when no epoch improves on it. -> (net, best epoch, held-out MAE in cm)."""
+    import copy
+
     import torch
 
     from bodyshape.correction import build_net
@@ -200,13 +224,20 @@ def fit_member(x: np.ndarray, y_cm: np.ndarray, holdout: np.ndarray, hidden: int
     nt = None if noise is None or noise_scale == 0 else torch.from_numpy(np.asarray(noise, np.float32)) * noise_scale
     ny = None if nt is None or noise_target is None else torch.from_numpy(np.asarray(noise_target, np.float32)) * noise_scale
     train, held = torch.from_numpy(np.flatnonzero(~holdout)), torch.from_numpy(np.flatnonzero(holdout))
-    net = build_net(x.shape[1], hidden, dropout=0.1)
-    opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-2)
+    if init is None:
+        net = build_net(x.shape[1], hidden, dropout=0.1)
+    else:
+        net = copy.deepcopy(init)
+        net[2].p = 0.1  # saved networks are built for inference (no dropout)
+    opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=1e-2)
     hx, hy = xt[held], yt[held]
     if nt is not None:  # the held-out rows captured again too (one fixed draw), or the epoch chosen would undo the noise
         k = torch.randint(len(nt), (len(held),), generator=torch.Generator().manual_seed(seed))
         hx, hy = hx + nt[k], (hy if ny is None else hy - ny[k])
     best, best_epoch, state = float("inf"), -1, None
+    if init is not None:
+        with torch.no_grad():
+            best, state = float((net.eval()(hx) - hy).abs().mean()), {k: v.clone() for k, v in net.state_dict().items()}
     for epoch in range(epochs):
         net.train()
         order = train[torch.randperm(len(train))]
@@ -242,7 +273,11 @@ def run(args: argparse.Namespace) -> int:
              for data, cache in zip(args.data, args.cache, strict=True)]  # fmt: skip
     f = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
     inputs = f["inputs"].astype(np.float32)
-    mean, std = inputs.mean(0), inputs.std(0) + 1e-6
+    start = MeasurementCorrection.load(args.init) if args.init else None
+    mean, std = (start.mean, start.std) if start else (inputs.mean(0), inputs.std(0) + 1e-6)
+    members = len(start.nets) if start else args.members
+    hidden = start.nets[0][0].out_features if start else args.hidden
+    lr = args.lr or (INIT_LR if start else LR)
     x = (inputs - mean) / std
     y = ((f["truth"] - f["point"]) * 100).astype(np.float32)  # cm
     holdout = np.random.default_rng(args.seed).random(len(x)) < HOLDOUT
@@ -256,16 +291,19 @@ def run(args: argparse.Namespace) -> int:
         # calibration splits and seed 4244 (docs/evaluation.md)
         pool, shift = noise_pool(recapture_deviations(source["inputs"], source["person"]), std, moving_target=True)
         extra["recapture_noise_from"] = f"{NOISE_CAPTURES[0]} persons x {NOISE_CAPTURES[1]} captures of seed {NOISE_SEED}"
+    if start:
+        extra["fine_tuned_from"] = {"file": str(args.init), "trained_on": start.info.get("trained_on"),
+                                    "epochs": start.info.get("epochs"), "lr": lr}  # fmt: skip
     nets, epochs = [], []
-    for k in range(args.members):
-        net, epoch, err = fit_member(x, y, holdout, args.hidden, args.epochs, args.seed + k, pool,
-                                     args.recapture_noise, shift)  # fmt: skip
+    for k in range(members):
+        net, epoch, err = fit_member(x, y, holdout, hidden, args.epochs, args.seed + k, pool,
+                                     args.recapture_noise, shift, start.nets[k] if start else None, lr)  # fmt: skip
         nets.append(net)
         epochs.append(epoch)
-        print(f"member {k + 1}/{args.members}: best epoch {epoch + 1}, held-out MAE {10 * err:.1f} mm (all measurements)")
+        print(f"member {k + 1}/{members}: best epoch {epoch + 1}, held-out MAE {10 * err:.1f} mm (all measurements)")
     sets = " + ".join(f"{data} (rows 0-{len(part['truth']) - 1})" for data, part in zip(args.data, parts, strict=True))
     info = {"trained_on": f"{sets}, {int(holdout.sum())} held out to stop",
-            "weights_sha256": file_sha256(weights), "epochs": epochs, "hidden": args.hidden,
+            "weights_sha256": file_sha256(weights), "epochs": epochs, "hidden": hidden,
             "definitions": DEFINITIONS_VERSION, "recapture_noise": args.recapture_noise, **extra}  # fmt: skip
     model = MeasurementCorrection(nets, mean, std, info)
     corrected = f["point"] + model.change(inputs)

@@ -137,15 +137,18 @@ def make_shard(cfg: DataConfig, shard: int, out_dir: Path, model=None, measurer=
     rng = _shard_rng(cfg.seed, shard)
     shapes = model.sample_shapes(n, seed=int(rng.integers(2**31)))
     fronts, sides, meas, heights = [], [], [], []
+    deformed = []
     for c0 in range(0, n, 50):  # chunks bound the memory of a batched Anny forward
         chunk = shapes[c0 : c0 + 50]
         offsets, yaw = wide_pose(cfg.pose_ranges, rng, len(chunk)) if cfg.pose_ranges else (None, None)
-        f, s, rest = render_batch(model, chunk, cfg, rng, offsets=offsets, extra_yaw_deg=yaw)
+        deltas, flags = rest_deformations(model, chunk, cfg.seed, cfg.off_model, np.arange(start + c0, start + c0 + len(chunk)))
+        f, s, rest = render_batch(model, chunk, cfg, rng, offsets=offsets, rest_offsets=deltas, extra_yaw_deg=yaw)
         m = measurer.batch(rest)
         fronts.append(f)
         sides.append(s)
         meas.append(m)
         heights.append(m[:, 0])
+        deformed.append(flags)
     path = out_dir / shard_name(shard)
     tmp = out_dir / (shard_name(shard) + ".tmp")
     write_npz(
@@ -157,10 +160,36 @@ def make_shard(cfg: DataConfig, shard: int, out_dir: Path, model=None, measurer=
             height=np.concatenate(heights).astype(np.float32),
             measurements=np.concatenate(meas).astype(np.float32),
             index=np.arange(start, start + n, dtype=np.int64),
+            **({"off_model": np.concatenate(deformed)} if cfg.off_model else {}),
         ),
     )
     os.replace(tmp, path)
     return path
+
+
+def rest_deformations(model, shapes: np.ndarray, seed: int, share: float,
+                      index: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:  # fmt: skip
+    """The off-model bodies among rows ``index`` of a dataset of ``seed`` (:attr:`DataConfig.off_model`):
+    -> displacements (B, V, 3) of their rest surfaces, metres (zero for the others; None when
+    none is deformed), and which rows are deformed (B,) bool.
+
+    Each row draws from its own seed (dataset seed, row index), apart from the generator of
+    bodies, poses and noise: the same dataset with ``share`` 0 shows the same bodies, poses and
+    noise without the bumps, and the truth can be recomputed from the shapes alone.
+    """
+    flags = np.zeros(len(shapes), bool)
+    if share <= 0:
+        return None, flags
+    from training.splits import smooth_deformation
+
+    rest = model.forward(shapes).rest_vertices
+    out = np.zeros_like(rest)
+    for k, i in enumerate(index):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 13, int(i)]))
+        if rng.random() < share:
+            flags[k] = True
+            out[k] = smooth_deformation(model, rest[k], rng, random_sites=True)
+    return (out if flags.any() else None), flags
 
 
 #: What a shard can store of each canvas (:attr:`training.config.DataConfig.silhouettes`).
@@ -321,6 +350,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--silhouettes", choices=SILHOUETTE_STORES, default="bits",
                    help="store the 0/1 bodies bit-packed (training sets) or the uint8 coverage canvases the page "
                         "reads (test sets, the correction's set: 8x larger)")
+    p.add_argument("--off-model", type=float, default=0.0, metavar="SHARE",
+                   help="share of the bodies given smooth random bumps of up to 3 cm on the torso and thighs, "
+                        "measured on the deformed mesh (bodies Anny cannot express: rows for the correction)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -328,8 +360,10 @@ def run(args: argparse.Namespace) -> int:
     from bodyshape.augment import NO_NOISE, MaskNoise
 
     noise = {"default": MaskNoise(), "strong": MaskNoise().stronger(), "none": NO_NOISE}[args.noise]
+    if not 0.0 <= args.off_model <= 1.0:
+        raise BodyShapeError(f"--off-model is a share of the bodies, between 0 and 1; got {args.off_model}")
     cfg = DataConfig(n=args.n, seed=args.seed, shard_size=args.shard_size, noise=noise, pose_ranges=POSES[args.pose],
-                     silhouettes=args.silhouettes)
+                     silhouettes=args.silhouettes, off_model=args.off_model)
     out = args.out or paths.DATA_DIR / DEFAULT_OUT.format(seed=args.seed, n=args.n)
     m = generate(cfg, out, workers=args.workers)
     r = m["last_run"]

@@ -149,16 +149,36 @@ def _bump_centres(v: np.ndarray, body: np.ndarray) -> list[np.ndarray]:
     ]
 
 
-def smooth_deformation(model: BodyModel, rest: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+#: Where the random bumps of training bodies sit (:func:`random_bump_centres`): the torso and
+#: thighs, as shares of the stature above the floor, and how many a body gets.
+RANDOM_BUMP_LEVELS = (0.35, 0.78)
+RANDOM_BUMPS = (3, 10)
+
+
+def random_bump_centres(v: np.ndarray, body: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """3-10 surface points drawn anywhere on the torso and thighs of one rest mesh (not the arms):
+    the bumps of off-model *training* bodies (``bodyshape generate --off-model``), so that they
+    are not the seven fixed sites of the off_model split (:func:`_bump_centres`)."""
+    z = v[:, 2]
+    level = (z - z.min()) / np.ptp(z)
+    idx = np.flatnonzero(body & (level >= RANDOM_BUMP_LEVELS[0]) & (level <= RANDOM_BUMP_LEVELS[1]))
+    k = int(rng.integers(RANDOM_BUMPS[0], RANDOM_BUMPS[1] + 1))
+    return list(v[rng.choice(idx, size=k, replace=False)])
+
+
+def smooth_deformation(model: BodyModel, rest: np.ndarray, rng: np.random.Generator, random_sites: bool = False) -> np.ndarray:
     """Displacements (V, 3), metres, of one rest mesh (V, 3): smooth bumps, at most MAX_DEFORMATION_M.
 
     Each region gets a Gaussian bump along the surface normal, amplitude uniform in
     +-3 cm and radius 6-12 cm; the arms do not move (faded out by their skinning weight).
-    Bumps that overlap add, so the sum is clipped to the 3 cm limit.
+    Bumps that overlap add, so the sum is clipped to the 3 cm limit. The regions are the
+    belly, chest, buttocks, hips and thighs (the off_model split), or with ``random_sites``
+    points drawn anywhere on the torso and thighs (:func:`random_bump_centres`: training rows).
     """
     v = rest.astype(np.float64)
     amount = np.zeros(len(v))
-    for c in _bump_centres(v, ~_arm_vertices(model)):
+    body = ~_arm_vertices(model)
+    for c in random_bump_centres(v, body, rng) if random_sites else _bump_centres(v, body):
         a, r = rng.uniform(-MAX_DEFORMATION_M, MAX_DEFORMATION_M), rng.uniform(0.06, 0.12)
         amount += a * np.exp(-np.sum((v - c) ** 2, axis=1) / (2 * r * r))
     amount = np.clip(amount, -MAX_DEFORMATION_M, MAX_DEFORMATION_M) * _body_weight(model)
