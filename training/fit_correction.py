@@ -10,6 +10,10 @@ default, 90,000 rows of seeds 41, 46 and 47 and 5 networks, was chosen on the ca
 against 60,000 and 30,000 rows (docs/evaluation.md, "The correction on twice the rows" and "The
 correction on three sets").
 
+``--init CORRECTION`` fine-tunes a saved correction on the rows instead (its networks and input
+scaling; tried with off-model rows, ``bodyshape generate --off-model``, and not kept:
+docs/evaluation.md, "Off-model rows for the correction").
+
 The training rows get re-capture noise (``--recapture-noise``, :func:`fit_member`): what a second
 capture changes, learned from 16 dressed persons of seed 4243 captured 8 times each
 (training/recaptures.py; through rembg, cached next to the features).
@@ -109,6 +113,14 @@ def true_meshes(ds, rows: slice) -> np.ndarray:
     deltas, _ = rest_deformations(get_body_model(), part.shape, cfg.get("seed", 0), cfg.get("off_model", 0.0),
                                   np.arange(len(ds))[rows])  # fmt: skip
     return meshes if deltas is None else meshes + deltas
+
+
+def off_model_flags(data: Path, n: int) -> np.ndarray:
+    """(n,) bool: which of the first ``n`` rows of the dataset in ``data`` are off-model bodies."""
+    from training.generate import off_model_rows
+
+    cfg = json.loads((Path(data) / "manifest.json").read_text()).get("config", {})
+    return off_model_rows(cfg.get("seed", 0), cfg.get("off_model", 0.0), np.arange(n))
 
 
 _WORKER: dict = {}
@@ -307,12 +319,17 @@ def run(args: argparse.Namespace) -> int:
             "definitions": DEFINITIONS_VERSION, "recapture_noise": args.recapture_noise, **extra}  # fmt: skip
     model = MeasurementCorrection(nets, mean, std, info)
     corrected = f["point"] + model.change(inputs)
-    print("held-out rows, MAE (bias) mm, network -> corrected (before the refit):")
-    for g in ("chest", "waist", "hip", "thigh", "neck"):
-        j = MEASUREMENT_NAMES.index(g)
-        e0 = (f["point"] - f["truth"])[holdout, j] * 1000
-        e1 = (corrected - f["truth"])[holdout, j] * 1000
-        print(f"  {g:6s} {np.abs(e0).mean():5.1f} ({e0.mean():+.1f}) -> {np.abs(e1).mean():5.1f} ({e1.mean():+.1f})")
+    stages = {"network": f["point"], **({"start": f["point"] + start.change(inputs)} if start else {}), "corrected": corrected}
+    kinds = {"": holdout}
+    bumped = np.concatenate([off_model_flags(data, len(part["truth"])) for data, part in zip(args.data, parts, strict=True)])
+    if bumped.any():  # --off-model rows: the bodies with bumps and those without, apart
+        kinds = {" (off-model bodies)": holdout & bumped, " (Anny bodies)": holdout & ~bumped}
+    for kind, rows in kinds.items():
+        print(f"held-out rows{kind}, {int(rows.sum())}, MAE (bias) mm, {' -> '.join(stages)} (before the refit):")
+        for g in ("chest", "waist", "hip", "thigh", "neck"):
+            j = MEASUREMENT_NAMES.index(g)
+            errs = [(v - f["truth"])[rows, j] * 1000 for v in stages.values()]
+            print(f"  {g:6s} " + " -> ".join(f"{np.abs(e).mean():5.1f} ({e.mean():+.1f})" for e in errs))
     out = model.save(args.weights / CORRECTION_FILE)
     print(f"wrote {out}; now run `bodyshape calibrate-intervals` (the intervals are those of the corrected measurements)")
     return 0

@@ -177,19 +177,30 @@ def rest_deformations(model, shapes: np.ndarray, seed: int, share: float,
     bodies, poses and noise: the same dataset with ``share`` 0 shows the same bodies, poses and
     noise without the bumps, and the truth can be recomputed from the shapes alone.
     """
-    flags = np.zeros(len(shapes), bool)
-    if share <= 0:
+    flags = off_model_rows(seed, share, index)
+    if not flags.any():
         return None, flags
     from training.splits import smooth_deformation
 
     rest = model.forward(shapes).rest_vertices
     out = np.zeros_like(rest)
-    for k, i in enumerate(index):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 13, int(i)]))
-        if rng.random() < share:
-            flags[k] = True
-            out[k] = smooth_deformation(model, rest[k], rng, random_sites=True)
-    return (out if flags.any() else None), flags
+    for k in np.flatnonzero(flags):
+        rng = _row_rng(seed, index[k])
+        rng.random()  # the draw that chose the row
+        out[k] = smooth_deformation(model, rest[k], rng, random_sites=True)
+    return out, flags
+
+
+def _row_rng(seed: int, row: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, 13, int(row)]))
+
+
+def off_model_rows(seed: int, share: float, index: np.ndarray) -> np.ndarray:
+    """Which rows ``index`` of a dataset of ``seed`` are off-model bodies, (B,) bool
+    (:func:`rest_deformations`; each row's own seed decides)."""
+    if share <= 0:
+        return np.zeros(len(index), bool)
+    return np.array([_row_rng(seed, i).random() < share for i in index], bool)
 
 
 #: What a shard can store of each canvas (:attr:`training.config.DataConfig.silhouettes`).
