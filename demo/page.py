@@ -281,7 +281,10 @@ def set_stop_event_on_its_loop(demo, timeout_s: float = 5.0) -> None:
         event.set()
         done.set()
 
-    loop.call_soon_threadsafe(set_it)
+    try:
+        loop.call_soon_threadsafe(set_it)
+    except RuntimeError:  # the loop closed meanwhile: no waiters left to race
+        return
     done.wait(timeout_s)
 
 
