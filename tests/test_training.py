@@ -365,6 +365,12 @@ def test_fit_correction_writes_a_correction_for_the_given_weights(trained, tmp_p
     tuned = MeasurementCorrection.load(weights / CORRECTION_FILE)
     np.testing.assert_array_equal(tuned.change(probe), start.change(probe))
     assert tuned.info["fine_tuned_from"]["file"] == str(saved) and tuned.info["epochs"] == [-1, -1]
+    assert "best the start (unchanged)" in capsys.readouterr().out
+    from bodyshape.correction import build_net
+
+    other = MeasurementCorrection([build_net(5, 8)], np.zeros(5), np.ones(5), {}).save(tmp_path / "other.safetensors")
+    assert cli_main([*args[:-4], "--init", str(other)]) == 2  # another version's inputs: a clear error
+    assert "cannot be fine-tuned" in capsys.readouterr().err
     assert cli_main([*args[:-4], "--init", str(saved), "--epochs", "5"]) == 0
     tuned = MeasurementCorrection.load(weights / CORRECTION_FILE)
     np.testing.assert_array_equal(tuned.mean, start.mean)  # the inputs scaled as the start's networks read them

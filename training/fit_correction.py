@@ -286,6 +286,9 @@ def run(args: argparse.Namespace) -> int:
     f = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
     inputs = f["inputs"].astype(np.float32)
     start = MeasurementCorrection.load(args.init) if args.init else None
+    if start and len(start.mean) != inputs.shape[1]:
+        raise BodyShapeError(f"{args.init} reads {len(start.mean)} inputs, these rows have {inputs.shape[1]}: "
+                             "a correction of another version cannot be fine-tuned; fit a new one (no --init)")
     mean, std = (start.mean, start.std) if start else (inputs.mean(0), inputs.std(0) + 1e-6)
     members = len(start.nets) if start else args.members
     hidden = start.nets[0][0].out_features if start else args.hidden
@@ -312,7 +315,8 @@ def run(args: argparse.Namespace) -> int:
                                      args.recapture_noise, shift, start.nets[k] if start else None, lr)  # fmt: skip
         nets.append(net)
         epochs.append(epoch)
-        print(f"member {k + 1}/{members}: best epoch {epoch + 1}, held-out MAE {10 * err:.1f} mm (all measurements)")
+        best = "the start (unchanged)" if epoch < 0 else f"epoch {epoch + 1}"
+        print(f"member {k + 1}/{members}: best {best}, held-out MAE {10 * err:.1f} mm (all measurements)")
     sets = " + ".join(f"{data} (rows 0-{len(part['truth']) - 1})" for data, part in zip(args.data, parts, strict=True))
     info = {"trained_on": f"{sets}, {int(holdout.sum())} held out to stop",
             "weights_sha256": file_sha256(weights), "epochs": epochs, "hidden": hidden,
