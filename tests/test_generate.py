@@ -193,9 +193,9 @@ def test_coverage_sets_store_the_canvases_whose_bodies_the_bits_sets_store(small
 def test_off_model_rows_are_the_same_bodies_with_bumps_measured_on_the_deformed_mesh(tmp_path):
     """``--off-model SHARE``: that share of the bodies gets random torso/thigh bumps; the bodies,
     poses and noise are those of the same set without them; the stored measurements are the
-    deformed mesh's, and the correction's truth (redrawn from the seeds) reproduces them."""
+    deformed mesh's, and the truth redrawn from the seeds (``true_meshes``) reproduces them."""
     from bodyshape.measurements import MEASUREMENT_NAMES, get_measurer
-    from training.fit_correction import true_meshes
+    from training.evaluate import true_meshes
 
     plain, bumped = tmp_path / "plain", tmp_path / "bumped"
     generate(DataConfig(n=8, seed=5, shard_size=4, silhouettes="coverage"), plain, workers=1, progress=False)

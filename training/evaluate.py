@@ -65,8 +65,22 @@ def errors(pred_shape: np.ndarray, ds: SilhouetteDataset, true_vertices: np.ndar
     return out
 
 
-def true_meshes(ds: SilhouetteDataset) -> np.ndarray:
-    return np.concatenate([mesh_from_shape(ds.shape[i : i + 100], ds.height[i : i + 100]) for i in range(0, len(ds), 100)])
+def true_meshes(ds: SilhouetteDataset, rows: slice | np.ndarray | None = None) -> np.ndarray:
+    """The true rest meshes (B, V, 3) of ``rows`` of ``ds`` (default all): the shapes at their
+    heights, with the bumps of its off-model bodies (``bodyshape generate --off-model``) redrawn
+    from their seeds."""
+    from bodyshape.body_model import get_body_model
+    from training.generate import rest_deformations
+
+    index = np.arange(len(ds))[slice(None) if rows is None else rows]
+    cfg = ds.manifest.get("config", {})
+    out = []
+    for i in range(0, len(index), 100):
+        part = index[i : i + 100]
+        meshes = mesh_from_shape(ds.shape[part], ds.height[part])
+        deltas, _ = rest_deformations(get_body_model(), ds.shape[part], cfg.get("seed", 0), cfg.get("off_model", 0.0), part)
+        out.append(meshes if deltas is None else meshes + deltas)
+    return np.concatenate(out)
 
 
 def evaluate(weights_dir: Path, test: Path, strong: Path | None, n: int) -> dict:

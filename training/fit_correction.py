@@ -91,6 +91,7 @@ def features(predictor, ds, rows: slice) -> dict[str, np.ndarray]:
     from bodyshape.correction import correction_inputs
     from bodyshape.measurements import get_measurer
     from bodyshape.uncertainty import tta_inputs, tta_measure
+    from training.evaluate import true_meshes
 
     part = ds.select(rows)
     front, side = part.canvases(part.front), part.canvases(part.side)
@@ -98,21 +99,6 @@ def features(predictor, ds, rows: slice) -> dict[str, np.ndarray]:
     truth = get_measurer().batch(true_meshes(ds, rows))
     return {"inputs": correction_inputs(res.measurements, res.shape, part.height, front, side),
             "point": res.measurements, "truth": truth}  # fmt: skip
-
-
-def true_meshes(ds, rows: slice) -> np.ndarray:
-    """The true rest meshes (B, V, 3) of ``rows`` of ``ds``, from the shapes at their heights, with
-    the bumps of its off-model bodies (``bodyshape generate --off-model``) redrawn from their seeds."""
-    from bodyshape.body_model import get_body_model
-    from bodyshape.reconstruct import mesh_from_shape
-    from training.generate import rest_deformations
-
-    part = ds.select(rows)
-    meshes = mesh_from_shape(part.shape, part.height)
-    cfg = ds.manifest.get("config", {})
-    deltas, _ = rest_deformations(get_body_model(), part.shape, cfg.get("seed", 0), cfg.get("off_model", 0.0),
-                                  np.arange(len(ds))[rows])  # fmt: skip
-    return meshes if deltas is None else meshes + deltas
 
 
 def off_model_flags(data: Path, n: int) -> np.ndarray:

@@ -21,51 +21,50 @@ import numpy as np
 
 def main() -> None:
     from bodyshape.capture import check_segmentation
+    from training.dataset import load_dataset
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sets", type=Path, nargs="+", default=[Path("data/test"), Path("data/test_strong")])
     p.add_argument("--eval", type=Path, default=Path("data/eval"), help="the cached evaluation splits")
     p.add_argument("--errors", action="store_true", help="also what the flagged captures of --sets err")
     a = p.parse_args()
-    sources = {str(d): sorted(d.glob("shard_*.npz")) for d in a.sets}
-    sources.update({f.stem: [f] for f in sorted(a.eval.glob("*.npz"))})
+
+    def flags(side: np.ndarray) -> np.ndarray:
+        return np.array([not check_segmentation(s).passed for s in side], bool)
+
+    sets = {str(d): load_dataset(d) for d in a.sets if (d / "manifest.json").exists()}
+    found = {name: flags(ds.canvases(ds.side)) for name, ds in sets.items()}
+    found.update({f.stem: flags(np.load(f)["side"]) for f in sorted(a.eval.glob("*.npz"))})
     print("| set | side silhouettes | warn | rows flagged |\n|---|---|---|---|")
-    for name, files in sources.items():
-        if not files:
-            continue
-        side = np.concatenate([np.load(f)["side"] for f in files])
-        flagged = np.flatnonzero([not check_segmentation(s).passed for s in side])
+    for name, flag in found.items():
+        flagged = np.flatnonzero(flag)
         rows = ", ".join(map(str, flagged[:10])) + (" ..." if len(flagged) > 10 else "")
-        print(f"| {name} | {len(side)} | {len(flagged) / len(side):.1%} | {rows} |")
+        print(f"| {name} | {len(flag)} | {len(flagged) / len(flag):.1%} | {rows} |")
     if a.errors:
         print("\n| set | captures | chest / waist / hip MAE, mm | bias, mm |\n|---|---|---|---|")
-        for d in a.sets:
-            flagged_errors(d)
+        for name, ds in sets.items():
+            flagged_errors(name, ds, found[name])
 
 
-def flagged_errors(folder: Path, n_unflagged: int = 200) -> None:
-    """Print the network's girth errors on the flagged and on unflagged captures of a stored set."""
-    from bodyshape.capture import check_segmentation
+def flagged_errors(name: str, ds, flag: np.ndarray, n_unflagged: int = 200) -> None:
+    """Print the network's girth errors on the flagged (``flag``) and on unflagged captures of a stored set."""
     from bodyshape.measurements import MEASUREMENT_NAMES, get_measurer
     from bodyshape.paths import WEIGHTS_DIR
-    from training.dataset import load_dataset
     from training.evaluate import network_bodies, true_meshes
 
-    ds = load_dataset(folder)
-    flag = np.array([not check_segmentation(s).passed for s in ds.canvases(ds.side)])
     cols = [MEASUREMENT_NAMES.index(g) for g in ("chest", "waist", "hip")]
     unflagged = np.flatnonzero(~flag)[:n_unflagged]
     for label, rows in (("flagged", np.flatnonzero(flag)), ("not flagged", unflagged)):
         if len(rows) == 0:
             continue
         sub = ds.select(rows)  # only these rows are meshed and read
-        truth = get_measurer().batch(true_meshes(sub))
+        truth = get_measurer().batch(true_meshes(ds, rows))
         raw, _, _ = network_bodies(WEIGHTS_DIR / "fused.safetensors", sub.canvases(sub.front), sub.canvases(sub.side),
                                    sub.height)  # fmt: skip
         err = (raw - truth)[:, cols] * 1000
         mae = " / ".join(f"{v:.0f}" for v in np.abs(err).mean(0))
         bias = " / ".join(f"{v:+.0f}" for v in err.mean(0))
-        print(f"| {folder}, {label} | {len(rows)} | {mae} | {bias} |")
+        print(f"| {name}, {label} | {len(rows)} | {mae} | {bias} |")
 
 
 if __name__ == "__main__":
