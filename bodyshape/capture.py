@@ -146,8 +146,9 @@ SPECS: dict[str, CheckSpec] = {
                   "and hip from those of one person", "", None, PAIR_DISTANCE, "",
                   "the body's widths in the front photo do not match its depths in the side photo: they may show different people"),
         CheckSpec("side_outline", "side", "narrowest depth of the neck / deepest row of the head, in profile", "",
-                  None, SIDE_NECK_DEPTH, "", "the outline behind your head and neck is as deep as your head: something "
-                  "behind you (furniture, a door, a bag, long hair) was cut out as part of you"),
+                  None, SIDE_NECK_DEPTH, "", "the outline at your head and neck is not a head above a narrower neck: "
+                  "something behind you (furniture, a door, a bag, long hair) was cut out as part of you, or your head "
+                  "was not found"),
     )
 }  # fmt: skip
 

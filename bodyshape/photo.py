@@ -8,8 +8,9 @@
 
 Steps: read the file defensively (bytes and pixel limits before decoding, decompression-bomb
 guard, EXIF rotation, transparency over white), shrink it (rembg works at 320x320 anyway),
-rembg ``u2netp`` person probability, threshold, checks on the connected components (no
-person, several people, person cut off at the frame edge), keep the person, remove specks,
+rembg ``u2netp`` person probability (a second run zoomed on the person,
+:func:`person_probability`), threshold, checks on the connected components (no person,
+several people, person cut off at the frame edge), keep the person, remove specks,
 fill holes, check that its outline can be a standing person (not sideways, not a plain round
 or box shape), then :func:`bodyshape.silhouette.normalize_silhouette` (the same function the
 training data went through). Every failure is an :class:`InputImageError` with a message
@@ -43,6 +44,19 @@ MIN_SIDE: int = 200
 WORK_LONG_SIDE: int = 1024
 #: rembg probability above which a pixel is body.
 THRESHOLD: int = 128
+#: The zoomed second segmentation (:func:`person_probability`): the crop around the person the
+#: first run found reaches this share of their height above them (room for a head the first
+#: run missed), below them and to each side, and is at least ZOOM_ASPECT as wide as tall (a
+#: phone photo's 3:4, so rembg squeezes it into its 320x320 input as it squeezes the photo).
+ZOOM_MARGIN_TOP: float = 0.25
+ZOOM_MARGIN_BOTTOM: float = 0.05
+ZOOM_MARGIN_SIDE: float = 0.10
+ZOOM_ASPECT: float = 0.75
+#: No second run when the crop would cover this share of the photo or more (nothing to zoom).
+ZOOM_MAX_AREA: float = 0.9
+#: Version of what :func:`person_probability` returns, part of the cached photo splits' names:
+#: 1 one rembg run, 2 with the zoomed second run.
+SEGMENTATION_VERSION: int = 2
 #: A second blob at least this tall (relative to the largest) and this large counts as a person.
 OTHER_PERSON_HEIGHT: float = 0.5
 OTHER_PERSON_AREA: float = 0.2
@@ -258,6 +272,54 @@ def get_segmenter() -> Segmenter:
     return _SEGMENTER.get()
 
 
+def zoom_crop(box: tuple[int, int, int, int], hw: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) of the zoomed second run around a person found at ``box`` (top, bottom,
+    left, right; exclusive ends) in a photo of ``hw``, or None when the crop would be (almost)
+    the whole photo."""
+    top, bottom, left, right = box
+    h, w = hw
+    tall = bottom - top
+    y0, y1 = max(0, round(top - ZOOM_MARGIN_TOP * tall)), min(h, round(bottom + ZOOM_MARGIN_BOTTOM * tall))
+    half = max((right - left) / 2 + ZOOM_MARGIN_SIDE * tall, ZOOM_ASPECT * (y1 - y0) / 2)
+    centre = (left + right) / 2
+    x0, x1 = max(0, round(centre - half)), min(w, round(centre + half))
+    if (y1 - y0) * (x1 - x0) >= ZOOM_MAX_AREA * h * w:
+        return None
+    return y0, y1, x0, x1
+
+
+def person_probability(rgb: np.ndarray, segmenter: Segmenter | None = None, zoom: bool = True) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) uint8 person probability: rembg on the photo, then again
+    on a crop around the largest figure it found, pasted back over the first run.
+
+    rembg reads any photo at 320x320, so a person at 55% of the photo's height is read at 60% of
+    the resolution of one at 90%, and on a small person u2netp can miss the head altogether (a
+    headless mask, its chest read 17 cm too large; docs/evaluation.md). In the crop the person
+    fills about three quarters of rembg's input however the photo was framed. Outside the crop
+    the first run stays, so a second person is still found by :func:`person_mask`.
+    ``zoom=False``: the first run alone (the page until 2026-12-05; training.capture_factors).
+    """
+    seg = segmenter or get_segmenter()
+    first = seg(rgb)
+    if not zoom:
+        return first
+    binary = (first >= THRESHOLD).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n <= 1:
+        return first  # nothing found: person_mask says so
+    i = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, bw, bh = (
+        int(stats[i, c]) for c in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT)
+    )
+    crop = zoom_crop((y, y + bh, x, x + bw), first.shape)
+    if crop is None:
+        return first
+    y0, y1, x0, x1 = crop
+    prob = first.copy()
+    prob[y0:y1, x0:x1] = seg(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+    return prob
+
+
 # ----------------------------------------------------------------------------- mask cleaning
 def person_mask(probability: np.ndarray, label: str = "photo") -> np.ndarray:
     """rembg probability (H, W) uint8 -> the one person's cleaned mask, uint8 0/255.
@@ -344,15 +406,17 @@ def photo_to_silhouette(
     source: str | os.PathLike | bytes | np.ndarray | Image.Image,
     view: str,
     segmenter: Segmenter | None = None,
+    zoom: bool = True,
 ) -> PhotoSilhouette:
-    """One photo -> :class:`PhotoSilhouette` (the normalised network input and what led to it)."""
+    """One photo -> :class:`PhotoSilhouette` (the normalised network input and what led to it).
+    ``zoom``: see :func:`person_probability`."""
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
     label = f"{view} photo"
     t0 = time.perf_counter()
     rgb = load_photo(source, label)
     t1 = time.perf_counter()
-    prob = (segmenter or get_segmenter())(rgb)
+    prob = person_probability(rgb, segmenter, zoom)
     t2 = time.perf_counter()
     mask = person_mask(prob, label)
     check_person_shape(mask, label)

@@ -206,17 +206,70 @@ def test_setup_extracts_and_checks_md5(tmp_path):
 @needs_u2netp
 @pytest.mark.slow
 def test_segmenters_tried_for_the_scatter_keep_the_person_in_place(body_masks):
-    """training.capture_factors' zoomed and phase-averaged segmentations find the same person,
-    where the page's rembg finds it (a shifted probability map would bias every girth)."""
+    """The page's zoomed second run and training.capture_factors' phase-averaged segmentation
+    find the same person where one rembg run finds it (a shifted probability map would bias
+    every girth)."""
     from demo.synthetic import compose_photo
-    from training.capture_factors import PhasedSegmenter, ZoomedSegmenter
+    from training.capture_factors import PhasedSegmenter
 
     img = compose_photo(body_masks[0], np.random.default_rng(0), body_frac=0.6)
     seg = photo.get_segmenter()
     plain = seg(img) >= photo.THRESHOLD
     ys, xs = np.nonzero(plain)
-    for other in (ZoomedSegmenter(seg), PhasedSegmenter(seg)):
+    for name, other in (("zoomed", lambda rgb: photo.person_probability(rgb, seg)), ("phased", PhasedSegmenter(seg))):
         mask = other(img) >= photo.THRESHOLD
-        assert (mask & plain).sum() / (mask | plain).sum() > 0.95, type(other).__name__
+        assert (mask & plain).sum() / (mask | plain).sum() > 0.95, name
         yo, xo = np.nonzero(mask)
-        assert abs(yo.mean() - ys.mean()) < 1.0 and abs(xo.mean() - xs.mean()) < 1.0, type(other).__name__
+        assert abs(yo.mean() - ys.mean()) < 1.0 and abs(xo.mean() - xs.mean()) < 1.0, name
+
+
+def test_zoom_crop_leaves_room_for_the_head_and_keeps_the_photos_aspect():
+    h, w = 800, 600
+    box = (300, 740, 250, 330)  # (top, bottom, left, right): a person at 55% of the photo, in profile
+    y0, y1, x0, x1 = photo.zoom_crop(box, (h, w))
+    tall = box[1] - box[0]
+    assert y0 == round(box[0] - photo.ZOOM_MARGIN_TOP * tall) and y1 == round(box[1] + photo.ZOOM_MARGIN_BOTTOM * tall)
+    assert x0 < box[2] and x1 > box[3] and abs((x0 + x1) / 2 - (box[2] + box[3]) / 2) <= 1
+    assert (x1 - x0) >= photo.ZOOM_ASPECT * (y1 - y0) - 1  # not squeezed more than the photo is
+    # a wide front view: the margin goes beyond the arms
+    y0, y1, x0, x1 = photo.zoom_crop((300, 740, 100, 460), (h, w))
+    assert x0 <= 100 - photo.ZOOM_MARGIN_SIDE * tall + 1 and x1 >= 460 + photo.ZOOM_MARGIN_SIDE * tall - 1
+    # clipped to the photo; a person filling the photo is not segmented again
+    assert photo.zoom_crop((5, 790, 10, 590), (h, w)) is None
+    y0, y1, x0, x1 = photo.zoom_crop((100, 780, 0, 200), (h, w))
+    assert (y0, x0) == (0, 0) and y1 == h
+
+
+class _Recording:
+    """The real segmenter, remembering the shape of every image it was given."""
+
+    def __init__(self, seg):
+        self.seg, self.shapes = seg, []
+
+    def __call__(self, rgb):
+        self.shapes.append(rgb.shape[:2])
+        return self.seg(rgb)
+
+
+@needs_u2netp
+@pytest.mark.slow
+def test_a_small_person_is_segmented_again_in_a_crop(body_masks):
+    from demo.synthetic import compose_photo
+
+    seg = _Recording(photo.get_segmenter())
+    for view, mask in zip(("front", "side"), body_masks, strict=True):
+        img = compose_photo(mask, np.random.default_rng(11), body_frac=0.55)
+        seg.shapes.clear()
+        prob = photo.person_probability(img, seg)
+        assert len(seg.shapes) == 2 and seg.shapes[1][0] < 0.8 * img.shape[0], view  # the photo, then the crop
+        first = seg.seg(img)
+        ys, xs = np.nonzero(prob != first)  # the second run changes only pixels inside its crop
+        assert np.ptp(ys) < seg.shapes[1][0] and np.ptp(xs) < seg.shapes[1][1], view
+        body = photo.person_mask(prob)
+        top, bottom = np.flatnonzero(body.any(1))[[0, -1]]
+        # the whole person, head to feet, at the height they were drawn (55% of the photo)
+        assert abs((bottom + 1 - top) - 0.55 * img.shape[0]) < 0.02 * img.shape[0], view
+        assert _iou(photo.photo_to_silhouette(img, view, seg.seg).silhouette, normalize_silhouette(mask)) > 0.9, view
+    seg.shapes.clear()
+    photo.person_probability(compose_photo(body_masks[0], np.random.default_rng(11), body_frac=0.9), seg)
+    assert len(seg.shapes) == 1  # a person filling the photo: one run

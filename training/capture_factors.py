@@ -11,8 +11,8 @@ captured ``--frames`` times with the same draws in every variant, and each varia
 factor fixed (or changes how the photo is segmented). Printed, per variant: the per-person SD
 of chest / waist / hip, averaged over persons (the repeatability number), and the MAE and bias
 of those captures, as the page reports them (four looks, correction, refit, the clothing
-declared "fitted"). Rendered masks without rembg, factor by factor:
-``python -m training.repeatability_factors``.
+declared "fitted"), and how many captures a capture check warns on. Rendered masks without
+rembg, factor by factor: ``python -m training.repeatability_factors``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ def _fixed(**fields) -> Callable[[Reframing], Reframing]:
 
 
 #: Variant -> (how it changes each capture's framing, a new scene each capture, how the photo is
-#: segmented: False for the page's rembg, "zoom" or "phased" for the segmenters tried below).
+#: segmented: False for the page's (rembg, then again zoomed on the person:
+#: :func:`bodyshape.photo.person_probability`), "one run" for rembg once (the page until
+#: 2026-12-05), "phased" for the segmenter tried below). The square and tight zoomed segmenters
+#: tried on 2026-12-02 (docs/evaluation.md) are in git history before 2026-12-05.
 VARIANTS: dict[str, tuple[Callable[[Reframing], Reframing], bool, bool | str]] = {
     "split (every factor varies; one room and outfit a person)": (lambda how: how, False, False),
     "scale fixed (body at 0.72 of the photo)": (_fixed(body_frac=(0.72, 0.72)), False, False),
@@ -47,56 +50,9 @@ VARIANTS: dict[str, tuple[Callable[[Reframing], Reframing], bool, bool | str]] =
     "framing fixed, a new room and outfit colours each capture": (
         _fixed(body_frac=(0.72, 0.72), center=(0.5, 0.5), drop=(0.02, 0.02), roll_deg=(0.0, 0.0),
                brightness=(1.0, 1.0), jpeg_quality=95), True, False),  # fmt: skip
-    "split, the person segmented again in a square crop around them (zoom)": (lambda how: how, False, "zoom"),
+    "split, rembg run once (no zoomed second run; the page until 2026-12-05)": (lambda how: how, False, "one run"),
     "split, rembg's probabilities averaged over 4 half-pixel shifts of the photo": (lambda how: how, False, "phased"),
-    "split, the person segmented again in a tight crop around them (tight)": (lambda how: how, False, "tight"),
 }
-
-
-class ZoomedSegmenter:
-    """rembg on the photo, then once more on a square crop around the person it found (their
-    height plus 5% on each side, clipped to the photo), pasted into a full-size probability map.
-    rembg reads every photo at 320x320, so a person at half the photo's height is read at half
-    the resolution; in the crop the person fills rembg's input whatever the framing.
-    Tried against the re-framing scatter, not kept (docs/evaluation.md)."""
-
-    MARGIN = 0.05
-
-    def __init__(self, segmenter) -> None:
-        self.segmenter = segmenter
-
-    def crop(self, box: tuple[int, int, int, int], h: int, w: int) -> tuple[int, int, int, int]:
-        """(y0, y1, x0, x1) of the second run, from the person's box (top, bottom, left, right)
-        in an h x w photo: a square of their height plus the margin."""
-        top, bottom, left, right = box
-        pad = round(self.MARGIN * (bottom - top))
-        side = bottom - top + 2 * pad
-        x0 = max(0, min(left, (left + right - side) // 2))
-        return max(0, top - pad), min(h, bottom + pad), x0, min(w, max(right, x0 + side))
-
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        from bodyshape.photo import person_mask
-        from bodyshape.silhouette import bounding_box
-
-        first = self.segmenter(rgb)
-        y0, y1, x0, x1 = self.crop(bounding_box(person_mask(first)), *first.shape)
-        prob = np.zeros_like(first)
-        prob[y0:y1, x0:x1] = self.segmenter(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
-        return prob
-
-
-class TightSegmenter(ZoomedSegmenter):
-    """:class:`ZoomedSegmenter` with the crop fitted to the person's bounding box (plus 4% of
-    their height on every side) instead of a square: rembg squeezes any input to 320 x 320, so
-    a narrow crop is read at 2-4 times the horizontal resolution, which is where a girth's
-    width and depth are."""
-
-    MARGIN = 0.04
-
-    def crop(self, box: tuple[int, int, int, int], h: int, w: int) -> tuple[int, int, int, int]:
-        top, bottom, left, right = box
-        pad = round(self.MARGIN * (bottom - top))
-        return max(0, top - pad), min(h, bottom + pad), max(0, left - pad), min(w, right + pad)
 
 
 class PhasedSegmenter:
@@ -124,7 +80,7 @@ class PhasedSegmenter:
 
 def capture_silhouettes(masks: list, scenes: list[int], draws: list[list[Reframing]], variant: tuple,
                         segmenter) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Every person's every capture under ``variant``, through rembg and the page's path."""
+    """Every person's every capture under ``variant``, through ``segmenter`` and the page's path."""
     from tqdm import tqdm
 
     from training.splits import page_silhouettes, reframe
@@ -134,13 +90,14 @@ def capture_silhouettes(masks: list, scenes: list[int], draws: list[list[Reframi
     for i in tqdm(range(len(masks)), unit="person", leave=False):
         for f, how in enumerate(draws[i]):
             photos = reframe(masks[i], scenes[i] + 7919 * (f + 1) if new_scene else scenes[i], change(how))
-            front, side = page_silhouettes(photos, segmenter)
+            front, side = page_silhouettes(photos, segmenter, zoom=variant[2] != "one run")
             fronts.append(front)
             sides.append(side)
     return np.stack(fronts), np.stack(sides)
 
 
 def main() -> None:
+    from bodyshape.capture import check_masks
     from bodyshape.correction import MeasurementCorrection, load_correction
     from bodyshape.measurements import MEASUREMENT_NAMES
     from bodyshape.paths import WEIGHTS_DIR
@@ -176,19 +133,19 @@ def main() -> None:
 
     print(f"{a.persons} persons x {a.frames} captures of seed {a.seed}, refit in {STEPS} Gauss-Newton steps; "
           "chest / waist / hip, mm\n")
-    print("| variant | per-person SD | MAE | bias |\n|---|---|---|---|")
+    print("| variant | per-person SD | MAE | bias | captures warned |\n|---|---|---|---|---|")
     for label, variant in variants.items():
-        wrap = {"zoom": ZoomedSegmenter, "phased": PhasedSegmenter, "tight": TightSegmenter}.get(variant[2])
-        segmenter = wrap(get_segmenter()) if wrap else get_segmenter()
+        segmenter = PhasedSegmenter(get_segmenter()) if variant[2] == "phased" else get_segmenter()
         front, side = capture_silhouettes(masks, scenes, draws, variant, segmenter)
         split = Split(label, front, side, truth[person, 0].copy(), truth[person], person)
         point = predict_measurements(WEIGHTS_DIR / "fused.safetensors", split, intervals, "fitted", correction).point
         got = 1000 * point[:, g].reshape(a.persons, a.frames, len(g))
         err = got - 1000 * truth[:, None, g]
         sd = person_sd(1000 * point[:, g], person)
+        warned = sum(any(not c.passed for c in check_masks(f, s)) for f, s in zip(front, side, strict=True))
         print(f"| {label} | " + " | ".join(slashed(v, fmt) for v, fmt in
                                          ((sd, ".1f"), (np.abs(err).mean((0, 1)), ".1f"), (err.mean((0, 1)), "+.1f")))
-              + " |", flush=True)  # fmt: skip
+              + f" | {warned} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

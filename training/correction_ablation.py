@@ -33,13 +33,13 @@ def calibration_features(weights: Path, data: Path, cache: Path) -> dict[str, di
     from bodyshape.uncertainty import file_sha256
     from training.calibrate_intervals import CALIBRATION_SPLITS
     from training.evaluate import predict_measurements
-    from training.splits import FORMAT, load_split
+    from training.splits import cache_version, load_split
 
     out = {}
     cache.mkdir(parents=True, exist_ok=True)
-    tag = f"v{FORMAT}_{file_sha256(weights)[:12]}"  # the splits' canvases and the network they were read with
     for name, (n, seed) in CALIBRATION_SPLITS.items():
-        path = cache / f"calib_{name}_{tag}.npz"
+        # the split's canvases (format, segmentation) and the network they were read with
+        path = cache / f"calib_{name}_{cache_version(name)}_{file_sha256(weights)[:12]}.npz"
         if not path.exists():
             split = load_split(name, data, n=n, seed=seed)
             p = predict_measurements(weights, split)

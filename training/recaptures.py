@@ -60,9 +60,10 @@ def recapture_set(weights: Path, persons: int, frames: int, seed: int, cache: Pa
     from bodyshape.uncertainty import file_sha256
     from training.capture_factors import VARIANTS, capture_silhouettes
     from training.evaluate import network_bodies
-    from training.splits import FORMAT
+    from training.splits import FORMAT, segmentation_tag
 
-    key = f"recaptures_seed{seed}_{persons}x{frames}_v{FORMAT}_d{DEFINITIONS_VERSION}_{file_sha256(weights)[:12]}"
+    key = (f"recaptures_seed{seed}_{persons}x{frames}_v{FORMAT}{segmentation_tag()}_d{DEFINITIONS_VERSION}_"
+           f"{file_sha256(weights)[:12]}")  # fmt: skip
     path = cache / f"{key}.npz"
     if not path.exists():
         masks, scenes, draws, truth = draw_captures(persons, frames, seed)

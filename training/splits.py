@@ -69,6 +69,20 @@ FORMAT = 2
 SPLIT_FORMATS = {REPEATABILITY: 3}
 
 
+def segmentation_tag() -> str:
+    """Part of the names of cached photo canvases: the segmentation's version
+    (:data:`bodyshape.photo.SEGMENTATION_VERSION`; none was named while it was 1)."""
+    from bodyshape.photo import SEGMENTATION_VERSION
+
+    return f"s{SEGMENTATION_VERSION}" if SEGMENTATION_VERSION > 1 else ""
+
+
+def cache_version(name: str) -> str:
+    """The version part of a cached split's name: its format and, for the photo splits, the
+    segmentation's."""
+    return f"v{SPLIT_FORMATS.get(name, FORMAT)}" + (segmentation_tag() if name in (PHOTO_BARE, PHOTO, REPEATABILITY) else "")
+
+
 @dataclass
 class Split:
     """One evaluation split: network inputs and the truth they must reproduce."""
@@ -304,12 +318,13 @@ def dressed_masks(shape: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
     return tuple(dress(m, view, rng) for m, view in zip(render_masks(shape), ("front", "side"), strict=True))
 
 
-def page_silhouettes(photos: tuple[np.ndarray, np.ndarray], segmenter=None) -> tuple[np.ndarray, np.ndarray]:
+def page_silhouettes(photos: tuple[np.ndarray, np.ndarray], segmenter=None, zoom: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """A (front, side) photo pair -> the two canvases the page makes of it: rembg (or
-    ``segmenter``), the person checks, the normalisation, the view-pair check."""
+    ``segmenter``; ``zoom``: :func:`bodyshape.photo.person_probability`), the person checks, the
+    normalisation, the view-pair check."""
     from bodyshape.photo import check_view_pair, photo_to_silhouette
 
-    front, side = (photo_to_silhouette(p, view, segmenter) for p, view in zip(photos, ("front", "side"), strict=True))
+    front, side = (photo_to_silhouette(p, view, segmenter, zoom) for p, view in zip(photos, ("front", "side"), strict=True))
     check_view_pair(front, side)
     return front.silhouette, side.silhouette
 
@@ -407,7 +422,7 @@ def load_split(
     seed = SPLIT_SEEDS[name] if seed is None else seed
     if name == IN_DISTRIBUTION:
         return _in_distribution(n, seed, _same_test_set(test_set, n, seed) or folder / f"{name}_seed{seed}_coverage")
-    path = folder / f"{name}_n{n}_seed{seed}_v{SPLIT_FORMATS.get(name, FORMAT)}.npz"
+    path = folder / f"{name}_n{n}_seed{seed}_{cache_version(name)}.npz"
     if not path.exists():
         from training.generate import write_npz
 
