@@ -273,3 +273,17 @@ def test_a_small_person_is_segmented_again_in_a_crop(body_masks):
     seg.shapes.clear()
     photo.person_probability(compose_photo(body_masks[0], np.random.default_rng(11), body_frac=0.9), seg)
     assert len(seg.shapes) == 1  # a person filling the photo: one run
+
+
+@needs_u2netp
+@pytest.mark.slow
+def test_segmentation_bench_prints_both_timings(monkeypatch, capsys):
+    from demo import segmentation_bench
+
+    monkeypatch.setattr("sys.argv", ["segmentation_bench", "--repeats", "1"])
+    segmentation_bench.main()
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| 0.")]
+    assert len(rows) == 2 * len(segmentation_bench.SHARES)
+    second = {(r.split("|")[1].strip(), r.split("|")[2].strip()): r.split("|")[3].strip() for r in rows}
+    assert second[("0.55", "side")] == "yes" and second[("0.90", "front")] == "no"  # a person filling the photo: one run
+    assert all(float(r.split("|")[4]) > 0 and float(r.split("|")[5]) > 0 for r in rows)
