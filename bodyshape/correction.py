@@ -32,6 +32,11 @@ from bodyshape.measurements import DEFINITIONS_VERSION, MEASUREMENT_NAMES
 #: Height bands of the outline profile, per view.
 PROFILE_LEVELS = 32
 CORRECTION_FILE = "correction.safetensors"
+#: Declared clothing (bodyshape/clothing.py) -> its correction's file. *Fitted* clothing has one of
+#: its own, fitted on dressed rows (``bodyshape generate --dressed``; docs/evaluation.md, "A
+#: correction for fitted clothing"): what cloth does to an outline depends on the body under it.
+#: A weights folder without it corrects fitted clothing with the general one.
+CORRECTION_FILES = {"tight": CORRECTION_FILE, "fitted": "correction_fitted.safetensors"}
 #: The typed height is given, never corrected.
 _HEIGHT = MEASUREMENT_NAMES.index("height")
 
@@ -127,20 +132,26 @@ class MeasurementCorrection:
         return cls(nets, mean, std, json.loads(meta["info"]))
 
 
-def load_correction(weights_dir: str | Path | None = None) -> MeasurementCorrection:
-    """The correction shipped with the weights; logs a warning when it was fitted for other
-    fused weights (after ``bodyshape ship``, run ``bodyshape fit-correction``)."""
+def load_correction(weights_dir: str | Path | None = None, clothing: str = "tight") -> MeasurementCorrection:
+    """The correction shipped with the weights for the declared ``clothing`` (:data:`CORRECTION_FILES`;
+    the general one where a folder has none of its own); logs a warning when it was fitted for
+    other fused weights (after ``bodyshape ship``, run ``bodyshape fit-correction``)."""
+    from bodyshape.clothing import check_clothing
     from bodyshape.paths import WEIGHTS_DIR
     from bodyshape.uncertainty import file_sha256
 
     folder = Path(weights_dir or WEIGHTS_DIR)
-    model = MeasurementCorrection.load(folder / CORRECTION_FILE)
+    path = folder / CORRECTION_FILES[check_clothing(clothing)]
+    if not path.exists() and clothing != "tight":
+        log.info("%s has no %s: %s clothing is corrected by %s", folder, path.name, clothing, CORRECTION_FILE)
+        path = folder / CORRECTION_FILE
+    model = MeasurementCorrection.load(path)
     fused = folder / "fused.safetensors"
     if fused.exists() and model.info.get("weights_sha256") != file_sha256(fused):
-        log.warning("%s was fitted for other weights than %s: run `bodyshape fit-correction`", folder / CORRECTION_FILE, fused)
+        log.warning("%s was fitted for other weights than %s: run `bodyshape fit-correction`", path, fused)
     if model.info.get("definitions", 1) != DEFINITIONS_VERSION:
         log.warning("%s was fitted for measurement definitions %s, these are %s: run `bodyshape fit-correction`",
-                    folder / CORRECTION_FILE, model.info.get("definitions", 1), DEFINITIONS_VERSION)
+                    path, model.info.get("definitions", 1), DEFINITIONS_VERSION)
     return model
 
 

@@ -110,12 +110,15 @@ class DemoHandler:
     def _warm_up(self) -> None:
         """Build and run everything once at start-up, not in the first request."""
         from bodyshape.body_model import get_body_model
+        from bodyshape.clothing import CLOTHING
         from bodyshape.measurements import measure
         from demo.pipeline import get_correction, get_intervals
 
         bm = get_body_model()
         measure(bm.forward(bm.sample_shapes(1, seed=0)).rest_vertices[0])
-        get_intervals(), get_correction()  # a missing or unreadable file stops the start, not a request
+        get_intervals()  # a missing or unreadable file stops the start, not a request
+        for clothing in CLOTHING:
+            get_correction(clothing)
         self.segmenter(np.full((320, 240, 3), 128, np.uint8))
 
     @property

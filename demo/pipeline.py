@@ -31,9 +31,13 @@ from bodyshape.uncertainty import COVERAGE, IntervalModel, load_intervals, tta_i
 _INTERVALS: Shared[IntervalModel] = Shared(load_intervals, "interval calibration")
 #: The shipped interval calibration (bodyshape/weights/intervals.json), read once per process.
 get_intervals = _INTERVALS.get
-_CORRECTION: Shared[MeasurementCorrection] = Shared(load_correction, "measurement correction")
-#: The shipped measurement correction (bodyshape/weights/correction.safetensors), read once per process.
-get_correction = _CORRECTION.get
+_CORRECTION: Shared[MeasurementCorrection] = Shared(lambda clothing: load_correction(clothing=clothing), "measurement correction")
+
+
+def get_correction(clothing: str = DEFAULT_CLOTHING) -> MeasurementCorrection:
+    """The shipped measurement correction for the declared ``clothing``
+    (bodyshape/weights/correction*.safetensors), read once per process."""
+    return _CORRECTION.get(clothing)
 
 CM_PER_INCH = 2.54
 #: The page table's column with each measurement's "how to measure this yourself" line.
@@ -113,7 +117,7 @@ def reconstruct_silhouettes(
     # The reported body: the measurements corrected (bodyshape/correction.py) and, for fitted
     # clothing, the allowance taken off; the shape refitted to them, so mesh and numbers agree.
     new_shapes, meshes, reported = reported_bodies(tta.shape, h, tta.measurements, front.silhouette[None],
-                                                   side.silhouette[None], get_correction(), get_intervals().allowance(clothing))
+                                                   side.silhouette[None], get_correction(clothing), get_intervals().allowance(clothing))
     shape, vertices, point = new_shapes[0], meshes[0], reported[0]
     measurements = {n: float(v) for n, v in zip(MEASUREMENT_NAMES, point, strict=True)}
     low, high = get_intervals().bounds(point, tta.spread[0], any(not c.passed for c in checks), clothing)

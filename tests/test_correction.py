@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from bodyshape.errors import BodyShapeError
 from bodyshape.measurements import MEASUREMENT_NAMES
@@ -81,6 +82,37 @@ def test_a_correction_of_other_definitions_is_reported(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         load_correction(tmp_path)
     assert "measurement definitions 1" in caplog.text and "fit-correction" in caplog.text
+
+
+def test_fitted_clothing_has_its_own_correction_where_one_is_shipped(tmp_path, caplog):
+    """``load_correction(folder, "fitted")`` reads ``correction_fitted.safetensors``; a folder
+    without one corrects fitted clothing with the general correction; other clothing is refused."""
+    import shutil
+
+    from bodyshape.correction import CORRECTION_FILE, CORRECTION_FILES, MeasurementCorrection, load_correction
+    from bodyshape.paths import WEIGHTS_DIR
+
+    shutil.copy(WEIGHTS_DIR / "fused.safetensors", tmp_path)
+    general = MeasurementCorrection.load(WEIGHTS_DIR / CORRECTION_FILE)
+    general.save(tmp_path / CORRECTION_FILE)
+    x = np.tile(general.mean, (3, 1)) + general.std * np.random.default_rng(0).normal(size=(3, len(general.mean)))
+    with caplog.at_level("INFO", logger="bodyshape.correction"):
+        fallback = load_correction(tmp_path, "fitted")
+    assert CORRECTION_FILE in caplog.text
+    np.testing.assert_array_equal(fallback.change(x), general.change(x))
+    own = MeasurementCorrection.load(WEIGHTS_DIR / CORRECTION_FILE)
+    for net in own.nets:  # a different correction: every output shifted by 1 cm
+        with torch.no_grad():
+            net[-1].bias += 1.0
+    own.info = {**own.info, "clothing": "fitted"}
+    own.save(tmp_path / CORRECTION_FILES["fitted"])
+    fitted = load_correction(tmp_path, "fitted")
+    assert fitted.info["clothing"] == "fitted"
+    moved = fitted.change(x) - load_correction(tmp_path, "tight").change(x)
+    height = MEASUREMENT_NAMES.index("height")
+    np.testing.assert_allclose(np.delete(moved, height, axis=1), 0.01, atol=1e-6)  # all but the typed height
+    with pytest.raises(BodyShapeError, match="clothing"):
+        load_correction(tmp_path, "loose")
 
 
 def test_the_mesh_moves_with_the_corrected_numbers():

@@ -216,3 +216,32 @@ def test_off_model_rows_are_the_same_bodies_with_bumps_measured_on_the_deformed_
     truth = get_measurer().batch(true_meshes(b, slice(0, 8)))
     np.testing.assert_allclose(truth[:, girths], b.measurements[:, girths], atol=0.002)
     assert cli_main([*args, "--off-model", "1.5", "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_dressed_rows_are_the_same_bodies_in_cloth_measured_bare(tmp_path):
+    """``--dressed SHARE``: that share of the bodies is dressed (hair, a cloth margin over rows
+    drawn per body); the bare rows are exactly those of the same set without it, the dressed ones
+    the same bodies with a wider torso outline, and every stored measurement is the bare body's."""
+    from bodyshape.silhouette import as_canvases
+    from training.generate import CLOTHED_BOTTOM, CLOTHED_TOP, clothes
+
+    plain, dressed = tmp_path / "plain", tmp_path / "dressed"
+    generate(DataConfig(n=8, seed=5, shard_size=4, silhouettes="coverage"), plain, workers=1, progress=False)
+    args = ["generate", "--n", "8", "--seed", "5", "--shard-size", "4", "--workers", "1", "--silhouettes", "coverage"]
+    assert cli_main([*args, "--dressed", "0.5", "--out", str(dressed)]) == 0
+    a, b = load_dataset(plain), load_dataset(dressed)
+    flags = np.concatenate([np.load(dressed / shard_name(i))["dressed"] for i in range(2)])
+    assert 0 < flags.sum() < 8, flags  # seeded per row
+    np.testing.assert_array_equal(flags, [c is not None for c in clothes(5, 0.5, np.arange(8))])
+    assert json.loads((dressed / "manifest.json").read_text())["config"]["dressed"] == 0.5
+    assert "dressed" not in json.loads((plain / "manifest.json").read_text())["config"]  # old manifests resume
+    np.testing.assert_array_equal(a.measurements, b.measurements)  # measured bare
+    for view in ("front", "side"):
+        bare, worn = as_canvases(getattr(a, view)).astype(int), as_canvases(getattr(b, view)).astype(int)
+        np.testing.assert_array_equal(bare[~flags], worn[~flags])  # same poses, cameras, noise
+        # the cloth covers the torso: at mid-height (the waist) the dressed outline is wider
+        mid = slice(bare.shape[1] * 45 // 100, bare.shape[1] * 50 // 100)
+        assert (worn[flags][:, mid].sum((1, 2)) > bare[flags][:, mid].sum((1, 2))).all()
+    for c in clothes(5, 1.0, np.arange(50)):
+        assert CLOTHED_TOP[0] <= c.rows[0] <= CLOTHED_TOP[1] and CLOTHED_BOTTOM[0] <= c.rows[1] <= CLOTHED_BOTTOM[1]
+    assert cli_main([*args, "--dressed", "-0.1", "--out", str(tmp_path / "bad")]) == 2

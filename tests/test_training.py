@@ -264,7 +264,7 @@ def test_ship_takes_the_correction_and_intervals_fitted_for_the_shipped_weights(
     bytes; a stale correction ships neither (the intervals are those of corrected numbers)."""
     import shutil
 
-    from bodyshape.correction import CORRECTION_FILE, MeasurementCorrection, build_net
+    from bodyshape.correction import CORRECTION_FILE, CORRECTION_FILES, MeasurementCorrection, build_net
     from bodyshape.measurements import MEASUREMENT_NAMES
     from bodyshape.uncertainty import INTERVALS_FILE, IntervalModel, file_sha256
     from training.ship import ship
@@ -294,6 +294,16 @@ def test_ship_takes_the_correction_and_intervals_fitted_for_the_shipped_weights(
     for p in written:
         assert file_sha256(p) == file_sha256(run / "weights" / p.name)
     assert "(fitted per model)" not in capsys.readouterr().out
+    # fitted clothing's own correction (optional) travels the same way; one of other weights goes
+    fitted = CORRECTION_FILES["fitted"]
+    shutil.copy(run / "weights" / CORRECTION_FILE, run / "weights" / fitted)
+    written = ship(str(run), ["fused_staged"], to=to, export=False)
+    assert [p.name for p in written] == ["fused.safetensors", CORRECTION_FILE, fitted, INTERVALS_FILE]
+    (run / "weights" / fitted).unlink()
+    MeasurementCorrection([build_net(4, 8)], np.zeros(4), np.ones(4), {"weights_sha256": "0" * 64}).save(to / fitted)
+    written = ship(str(run), ["fused_staged"], to=to, export=False)
+    assert [p.name for p in written] == ["fused.safetensors", CORRECTION_FILE, INTERVALS_FILE]
+    assert not (to / fitted).exists() and f"removed {to / fitted}" in capsys.readouterr().out
 
 
 def test_evaluate_with_empty_strong_skips_it(trained, tmp_path):

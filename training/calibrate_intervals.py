@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
                           correction_sha256=file_sha256(args.weights / CORRECTION_FILE))
     dressed = dressed_rows(weights, args.data)
     raw = predict_measurements(weights, dressed)  # the network's bodies, before correction and allowance
-    change = correction.change(correction_inputs(raw.point, raw.shape, dressed.height, dressed.front, dressed.side))
+    fitted = load_correction(args.weights, "fitted")  # fitted clothing's own correction, where shipped
+    change = fitted.change(correction_inputs(raw.point, raw.shape, dressed.height, dressed.front, dressed.side))
     allowance, reported = fit_allowance(raw.shape, dressed.height, raw.point, dressed.truth, corrected=change)
     model = fit_clothing(model, dressed.truth, reported, raw.spread, allowance)
     print("clothing allowance (fitted), mm: " + ", ".join(

@@ -74,6 +74,10 @@ class DataConfig:
     #: the torso and thighs: :func:`training.generate.rest_deformations`), their measurements
     #: taken on the deformed mesh: bodies no shape vector expresses, for the correction's rows.
     off_model: float = 0.0
+    #: Share of the bodies dressed (:func:`training.splits.dress`, with the clothed rows drawn per
+    #: body around the dressed splits' :data:`training.splits.CLOTHED_ROWS`: :func:`training.generate.clothes`),
+    #: their measurements still the body's: rows for the correction of *fitted* clothing.
+    dressed: float = 0.0
 
 
 # ----------------------------------------------------------------------------- training stages
@@ -162,7 +166,7 @@ def config_to_json(cfg: object) -> dict:
 
 def data_config_to_json(cfg: DataConfig) -> dict:
     """A :class:`DataConfig` as stored in a dataset's manifest. Without ``pose_ranges`` it is
-    left out, and so are ``silhouettes`` when it is ``bits`` and ``off_model`` when it is 0, so
+    left out, and so are ``silhouettes`` when it is ``bits`` and ``off_model`` and ``dressed`` when 0, so
     datasets made before they existed keep their manifest and resume."""
     out = config_to_json(cfg)
     if out.get("pose_ranges") is None:
@@ -171,6 +175,8 @@ def data_config_to_json(cfg: DataConfig) -> dict:
         out.pop("silhouettes")
     if not out.get("off_model"):
         out.pop("off_model", None)
+    if not out.get("dressed"):
+        out.pop("dressed", None)
     return out
 
 

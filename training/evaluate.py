@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,9 +201,11 @@ def network_bodies(weights: Path, front: np.ndarray, side: np.ndarray, height: n
 
 
 def predict_by_clothing(weights: Path, split, intervals: IntervalModel | None, clothings: tuple[str, ...],
-                        correction: MeasurementCorrection | None = None) -> dict[str, SplitPrediction]:  # fmt: skip
+                        correction: MeasurementCorrection | Mapping[str, MeasurementCorrection] | None = None,
+                        ) -> dict[str, SplitPrediction]:  # fmt: skip
     """:func:`predict_measurements` for several declared clothings of the same split: the
-    network, its four looks and the capture checks run once."""
+    network, its four looks and the capture checks run once. ``correction``: one for every
+    clothing, or one per clothing (:func:`bodyshape.correction.load_correction`)."""
     from bodyshape.clothing import DEFAULT_CLOTHING
     from bodyshape.correction import reported_bodies
 
@@ -214,8 +217,9 @@ def predict_by_clothing(weights: Path, split, intervals: IntervalModel | None, c
             raise ValueError("clothing other than tight needs the interval calibration (its allowance)")
         point = raw
         allowance = np.zeros(raw.shape[1]) if intervals is None else intervals.allowance(clothing)
-        if correction is not None or np.any(allowance):
-            _, _, point = reported_bodies(shape, split.height, raw, split.front, split.side, correction, allowance,
+        worn = correction.get(clothing) if isinstance(correction, Mapping) else correction
+        if worn is not None or np.any(allowance):
+            _, _, point = reported_bodies(shape, split.height, raw, split.front, split.side, worn, allowance,
                                           progress=f"{split.name}: {clothing} clothing, refit")
         low, high = (point, point) if intervals is None else intervals.bounds(point, spread, warned, clothing)
         out[clothing] = SplitPrediction(point, low, high, spread, shape, raw)
@@ -258,12 +262,12 @@ def evaluate_splits(weights: Path, names: list[str], folder: Path, test_set: Pat
     """The model in ``weights`` on each named split (generated into ``folder`` when missing;
     ``in_distribution`` is ``test_set`` when that is the same held-out set), with the
     measurement correction shipped next to it (``correct``; False: the network's bodies)."""
-    from bodyshape.clothing import DEFAULT_CLOTHING
+    from bodyshape.clothing import CLOTHING, DEFAULT_CLOTHING
     from bodyshape.correction import load_correction
     from training.splits import SPLIT_CLOTHING, load_split
 
     intervals = load_intervals()  # the shipped calibration, read once
-    correction = load_correction(weights.parent) if correct else None
+    correction = {c: load_correction(weights.parent, c) for c in CLOTHING} if correct else None
     results = {"weights": weights.name, "corrected": correct, "splits": {}}
     for name in names:
         split = load_split(name, folder, test_set=test_set)

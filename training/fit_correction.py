@@ -61,6 +61,7 @@ LR, INIT_LR = 1e-3, 3e-4
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from bodyshape.correction import CORRECTION_FILES
     from bodyshape.paths import WEIGHTS_DIR
 
     p.add_argument("--data", type=Path, nargs="+", default=list(DATA),
@@ -80,6 +81,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fine-tune this saved correction (its networks and input scaling) on the rows instead of "
                         "fitting new networks; --members is then its number of networks")
     p.add_argument("--lr", type=float, default=None, help=f"learning rate (default {LR}, {INIT_LR} with --init)")
+    p.add_argument("--clothing", choices=tuple(CORRECTION_FILES), default="tight",
+                   help="the declared clothing it corrects, which names its file (fitted: rows of `bodyshape generate "
+                        "--dressed`, usually with --init from the general correction)")
     p.add_argument("--recapture-noise", type=float, default=RECAPTURE_NOISE,
                    help="scale of the re-capture deviations added to the training rows (0: none; "
                         "training/recaptures.py, docs/evaluation.md)")
@@ -260,7 +264,7 @@ def fit_member(x: np.ndarray, y_cm: np.ndarray, holdout: np.ndarray, hidden: int
 
 
 def run(args: argparse.Namespace) -> int:
-    from bodyshape.correction import CORRECTION_FILE, MeasurementCorrection
+    from bodyshape.correction import CORRECTION_FILES, MeasurementCorrection
     from bodyshape.measurements import DEFINITIONS_VERSION, MEASUREMENT_NAMES
     from bodyshape.uncertainty import file_sha256
 
@@ -306,7 +310,8 @@ def run(args: argparse.Namespace) -> int:
     sets = " + ".join(f"{data} (rows 0-{len(part['truth']) - 1})" for data, part in zip(args.data, parts, strict=True))
     info = {"trained_on": f"{sets}, {int(holdout.sum())} held out to stop",
             "weights_sha256": file_sha256(weights), "epochs": epochs, "hidden": hidden,
-            "definitions": DEFINITIONS_VERSION, "recapture_noise": args.recapture_noise, **extra}  # fmt: skip
+            "definitions": DEFINITIONS_VERSION, "recapture_noise": args.recapture_noise, "clothing": args.clothing,
+            **extra}  # fmt: skip
     model = MeasurementCorrection(nets, mean, std, info)
     corrected = f["point"] + model.change(inputs)
     stages = {"network": f["point"], **({"start": f["point"] + start.change(inputs)} if start else {}), "corrected": corrected}
@@ -320,6 +325,6 @@ def run(args: argparse.Namespace) -> int:
             j = MEASUREMENT_NAMES.index(g)
             errs = [(v - f["truth"])[rows, j] * 1000 for v in stages.values()]
             print(f"  {g:6s} " + " -> ".join(f"{np.abs(e).mean():5.1f} ({e.mean():+.1f})" for e in errs))
-    out = model.save(args.weights / CORRECTION_FILE)
+    out = model.save(args.weights / CORRECTION_FILES[args.clothing])
     print(f"wrote {out}; now run `bodyshape calibrate-intervals` (the intervals are those of the corrected measurements)")
     return 0

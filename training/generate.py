@@ -88,13 +88,16 @@ def render_batch(
     offsets: dict | None = None,
     rest_offsets: np.ndarray | None = None,
     extra_yaw_deg: np.ndarray | None = None,
+    clothed: list[Clothes | None] | None = None,
 ):
     """Shapes (B, S) -> front (B, H, W) u8, side (B, H, W) u8, rest vertices (B, V, 3).
 
     The training data uses the defaults. The evaluation splits (:mod:`training.splits`) leave
     the training distribution with ``offsets`` (view -> :class:`~bodyshape.body_model.PoseOffsets`
     added to the jittered capture pose), ``rest_offsets`` (B, V, 3) (an off-model body surface)
-    and ``extra_yaw_deg`` (B,) (the body turned further than the camera jitter turns it).
+    and ``extra_yaw_deg`` (B,) (the body turned further than the camera jitter turns it). The
+    bodies with ``clothed`` (B entries; None: bare) are dressed (:func:`training.splits.dress`)
+    before the mask noise, from generators of their own: the bare bodies are drawn as without it.
     """
     from bodyshape.augment import apply_mask_noise
     from bodyshape.body_model import capture_pose
@@ -117,6 +120,11 @@ def render_batch(
             if extra_yaw_deg is not None:
                 camera = dataclasses.replace(camera, yaw_deg=camera.yaw_deg + float(extra_yaw_deg[k]))
             mask = render_silhouette(v, out.faces, view, camera, cfg.render_height_px)
+            if clothed is not None and clothed[k] is not None:
+                from training.splits import dress
+
+                c = clothed[k]
+                mask = dress(mask, view, np.random.default_rng([c.seed, ("front", "side").index(view)]), c.rows)
             mask = apply_mask_noise(mask, view, rng, noise)
             if rng.random() < cfg.p_flip:
                 mask = mask[:, ::-1]
@@ -137,18 +145,21 @@ def make_shard(cfg: DataConfig, shard: int, out_dir: Path, model=None, measurer=
     rng = _shard_rng(cfg.seed, shard)
     shapes = model.sample_shapes(n, seed=int(rng.integers(2**31)))
     fronts, sides, meas, heights = [], [], [], []
-    deformed = []
+    deformed, dressed = [], []
     for c0 in range(0, n, 50):  # chunks bound the memory of a batched Anny forward
         chunk = shapes[c0 : c0 + 50]
         offsets, yaw = wide_pose(cfg.pose_ranges, rng, len(chunk)) if cfg.pose_ranges else (None, None)
         deltas, flags = rest_deformations(model, chunk, cfg.seed, cfg.off_model, np.arange(start + c0, start + c0 + len(chunk)))
-        f, s, rest = render_batch(model, chunk, cfg, rng, offsets=offsets, rest_offsets=deltas, extra_yaw_deg=yaw)
+        clothed = clothes(cfg.seed, cfg.dressed, np.arange(start + c0, start + c0 + len(chunk)))
+        f, s, rest = render_batch(model, chunk, cfg, rng, offsets=offsets, rest_offsets=deltas, extra_yaw_deg=yaw,
+                                  clothed=clothed)  # fmt: skip
         m = measurer.batch(rest)
         fronts.append(f)
         sides.append(s)
         meas.append(m)
         heights.append(m[:, 0])
         deformed.append(flags)
+        dressed.append([c is not None for c in clothed])
     path = out_dir / shard_name(shard)
     tmp = out_dir / (shard_name(shard) + ".tmp")
     write_npz(
@@ -161,6 +172,7 @@ def make_shard(cfg: DataConfig, shard: int, out_dir: Path, model=None, measurer=
             measurements=np.concatenate(meas).astype(np.float32),
             index=np.arange(start, start + n, dtype=np.int64),
             **({"off_model": np.concatenate(deformed)} if cfg.off_model else {}),
+            **({"dressed": np.concatenate(dressed).astype(bool)} if cfg.dressed else {}),
         ),
     )
     os.replace(tmp, path)
@@ -189,6 +201,35 @@ def rest_deformations(model, shapes: np.ndarray, seed: int, share: float,
         rng.random()  # the draw that chose the row
         out[k] = smooth_deformation(model, rest[k], rng, random_sites=True)
     return out, flags
+
+
+#: Where the cloth of a dressed training body begins and ends (:func:`clothes`), shares of its
+#: height from the top, drawn per body: a neckline to a hem, around the dressed splits' own
+#: (0.19, 0.60), so that the correction does not learn one garment's hem.
+CLOTHED_TOP = (0.16, 0.22)
+CLOTHED_BOTTOM = (0.52, 0.70)
+
+
+@dataclasses.dataclass(frozen=True)
+class Clothes:
+    """What a dressed training body wears (:func:`clothes`): the rows its cloth covers, shares of
+    its height from the top, and the seed of its margins and hair (:func:`training.splits.dress`)."""
+
+    rows: tuple[float, float]
+    seed: int
+
+
+def clothes(seed: int, share: float, index: np.ndarray) -> list[Clothes | None]:
+    """The dressed bodies among rows ``index`` of a dataset of ``seed`` (:attr:`DataConfig.dressed`),
+    None for a bare one. Each row's own seed decides, apart from the off-model draw and from the
+    generator of bodies, poses and noise."""
+    out: list[Clothes | None] = []
+    for i in index:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 17, int(i)]))
+        dressed = rng.random() < share
+        rows = (float(rng.uniform(*CLOTHED_TOP)), float(rng.uniform(*CLOTHED_BOTTOM)))
+        out.append(Clothes(rows, int(rng.integers(2**31))) if dressed else None)
+    return out
 
 
 def _row_rng(seed: int, row: int) -> np.random.Generator:
@@ -364,6 +405,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--off-model", type=float, default=0.0, metavar="SHARE",
                    help="share of the bodies given smooth random bumps of up to 3 cm on the torso and thighs, "
                         "measured on the deformed mesh (bodies Anny cannot express: rows for the correction)")
+    p.add_argument("--dressed", type=float, default=0.0, metavar="SHARE",
+                   help="share of the bodies dressed as the dressed photo splits are (hair, 0.5-1.5 cm of cloth from "
+                        "a neckline to a hem drawn per body), measured bare: rows for the fitted-clothing correction")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -373,8 +417,10 @@ def run(args: argparse.Namespace) -> int:
     noise = {"default": MaskNoise(), "strong": MaskNoise().stronger(), "none": NO_NOISE}[args.noise]
     if not 0.0 <= args.off_model <= 1.0:
         raise BodyShapeError(f"--off-model is a share of the bodies, between 0 and 1; got {args.off_model}")
+    if not 0.0 <= args.dressed <= 1.0:
+        raise BodyShapeError(f"--dressed is a share of the bodies, between 0 and 1; got {args.dressed}")
     cfg = DataConfig(n=args.n, seed=args.seed, shard_size=args.shard_size, noise=noise, pose_ranges=POSES[args.pose],
-                     silhouettes=args.silhouettes, off_model=args.off_model)
+                     silhouettes=args.silhouettes, off_model=args.off_model, dressed=args.dressed)
     out = args.out or paths.DATA_DIR / DEFAULT_OUT.format(seed=args.seed, n=args.n)
     m = generate(cfg, out, workers=args.workers)
     r = m["last_run"]

@@ -72,10 +72,10 @@ def _copy(src: Path, dst: Path, note: str = "") -> Path:
 
 def companion_sha256(path: Path) -> str:
     """The sha256 of the fused weights a per-model file (correction or intervals) was fitted for."""
-    from bodyshape.correction import CORRECTION_FILE, MeasurementCorrection
+    from bodyshape.correction import CORRECTION_FILES, MeasurementCorrection
     from bodyshape.uncertainty import IntervalModel
 
-    if path.name == CORRECTION_FILE:
+    if path.name in CORRECTION_FILES.values():
         return str(MeasurementCorrection.load(path).info.get("weights_sha256", ""))
     return IntervalModel.load(path).weights_sha256
 
@@ -83,14 +83,22 @@ def companion_sha256(path: Path) -> str:
 def ship_companions(src_dir: Path, to: Path, served: Path) -> list[Path]:
     """Copy the run's correction and intervals into ``to`` when they were fitted for ``served``
     (the fused file just shipped); print the command for each one that is missing or stale."""
-    from bodyshape.correction import CORRECTION_FILE
+    from bodyshape.correction import CORRECTION_FILE, CORRECTION_FILES
     from bodyshape.uncertainty import INTERVALS_FILE, file_sha256
 
     sha, written = file_sha256(served), []
-    for name, command in ((CORRECTION_FILE, "bodyshape fit-correction"), (INTERVALS_FILE, "bodyshape calibrate-intervals")):
+    fitted = CORRECTION_FILES["fitted"]
+    for name, command in ((CORRECTION_FILE, "bodyshape fit-correction"), (fitted, "bodyshape fit-correction --clothing fitted"),
+                          (INTERVALS_FILE, "bodyshape calibrate-intervals")):  # fmt: skip
         src = src_dir / name
         if src.exists() and companion_sha256(src) == sha:
             written.append(_copy(src, to / name, "(fitted for these weights)"))
+            continue
+        if name == fitted:  # optional: without it fitted clothing is corrected by the general one
+            if (to / name).exists() and companion_sha256(to / name) != sha:
+                (to / name).unlink()
+                print(f"removed {to / name} (fitted for other weights); fitted clothing now uses {CORRECTION_FILE} "
+                      f"until `{command}`")  # fmt: skip
             continue
         why = "fitted for other weights" if src.exists() else "not in the run folder"
         print(f"{name}: {why}; run `{command}` (fitted per model)")

@@ -249,17 +249,23 @@ def cloth_margin_px(body_px: int, rng: np.random.Generator) -> int:
     return max(1, round(rng.uniform(*CLOTH_MARGIN_M) / 1.7 * body_px))
 
 
-def dress(mask: np.ndarray, view: str, rng: np.random.Generator) -> np.ndarray:
-    """Hair and a loose-clothing margin (0.5-1.5 cm) on the torso of a rendered mask (a copy)."""
+#: The rows the dressed splits' cloth covers, shares of the body's height from the top of the
+#: head: a T-shirt's neckline to the hem of shorts just below the crotch.
+CLOTHED_ROWS = (0.19, 0.60)
+
+
+def dress(mask: np.ndarray, view: str, rng: np.random.Generator, rows: tuple[float, float] = CLOTHED_ROWS) -> np.ndarray:
+    """Hair and a loose-clothing margin (0.5-1.5 cm) on the torso of a rendered mask (a copy);
+    ``rows``: where the cloth begins and ends, shares of the body's height from the top."""
     import cv2
 
     from bodyshape.augment import add_hair
 
     out = mask.copy()
-    rows = np.flatnonzero(out.any(1))
-    top, h = rows[0], rows[-1] - rows[0]
+    body = np.flatnonzero(out.any(1))
+    top, h = body[0], body[-1] - body[0]
     px = cloth_margin_px(h, rng)
-    torso = slice(top + int(0.19 * h), top + int(0.60 * h))
+    torso = slice(top + int(rows[0] * h), top + int(rows[1] * h))
     grown = cv2.dilate(out, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1)))
     out[torso] = grown[torso]
     add_hair(out, view, rng)
