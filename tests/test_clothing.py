@@ -205,3 +205,36 @@ def test_fitted_clothing_on_the_page_cli_and_json(tmp_path, capsys):
                  "--local", "--clothing", "fitted"]) == 0  # fmt: skip
     assert json.loads((tmp_path / "body_measurements.json").read_text())["clothing"]["declared"] == "fitted"
     capsys.readouterr()
+
+
+def test_the_page_corrects_fitted_clothing_with_its_own_correction():
+    """A *fitted* result is the network's body moved by the shipped fitted-clothing correction
+    (correction_fitted.safetensors, fitted on dressed rows) less the allowance, not by the
+    general correction; a *tight* result by the general one."""
+    from bodyshape.correction import CORRECTION_FILES, load_correction, reported_bodies
+    from bodyshape.paths import WEIGHTS_DIR
+    from bodyshape.uncertainty import load_intervals, tta_inputs, tta_measure
+    from demo.backend import LocalBackend
+    from demo.make_assets import load_examples
+    from demo.pipeline import reconstruct_silhouettes, silhouettes_from_photos
+
+    assert (WEIGHTS_DIR / CORRECTION_FILES["fitted"]).exists()
+    assert load_correction(clothing="fitted").info["clothing"] == "fitted"
+    ex = load_examples()[0]
+    front, side = silhouettes_from_photos(ex["front"], ex["side"])
+    backend = LocalBackend()
+    h = np.array([ex["height_cm"] / 100], np.float32)
+    tta = tta_measure(*backend.reconstruct(*tta_inputs(front.silhouette[None], side.silhouette[None], h)), h)
+
+    def by(correction, clothing):
+        return reported_bodies(tta.shape, h, tta.measurements, front.silhouette[None], side.silhouette[None],
+                               correction, load_intervals().allowance(clothing))[2][0]  # fmt: skip
+
+    g = [MEASUREMENT_NAMES.index(n) for n in GIRTHS]
+    for clothing in ("tight", "fitted"):
+        page = reconstruct_silhouettes(front, side, float(h[0]), backend, clothing=clothing).measurements
+        page = np.array([page[n] for n in MEASUREMENT_NAMES])
+        other = "tight" if clothing == "fitted" else "fitted"
+        own, theirs = by(load_correction(clothing=clothing), clothing), by(load_correction(clothing=other), clothing)
+        np.testing.assert_allclose(page, own, atol=1e-6)
+        assert np.abs(page[g] - theirs[g]).max() > 0.002, clothing  # the two corrections differ by mm

@@ -67,6 +67,9 @@ def test_shipped_correction_is_for_the_shipped_weights():
     assert model.info["weights_sha256"] == file_sha256(WEIGHTS_DIR / "fused.safetensors")
     assert model.info["definitions"] == DEFINITIONS_VERSION  # fitted to today's measurement definitions
     assert len(model.nets) >= 1 and "train_wide" in model.info["trained_on"]
+    fitted = load_correction(clothing="fitted")  # fitted clothing's own, on dressed rows
+    assert fitted.info["weights_sha256"] == model.info["weights_sha256"] and fitted.info["clothing"] == "fitted"
+    assert "train_dressed" in fitted.info["trained_on"] and fitted.info["definitions"] == DEFINITIONS_VERSION
 
 
 def test_a_correction_of_other_definitions_is_reported(tmp_path, caplog):
