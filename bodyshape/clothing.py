@@ -6,11 +6,14 @@ skin, and a margin ``m`` adds ``2 pi m`` to a girth (+63 mm for 1 cm): no silhou
 that from a larger body. So the person says what they wear (the page asks; ``bodyshape
 reconstruct --clothing``), as ISO 8559-1 measures the body, not the garment.
 
-For ``fitted`` clothing the reported body is moved by the *clothing allowance*, one number per
-measurement, fitted on dressed calibration rows, plain-framed photo pairs and re-framed
-re-captures (their own seeds, never an evaluation split; ``bodyshape calibrate-intervals``,
-stored in ``intervals.json``) so that the refitted bodies have no mean error there
-(:func:`fit_allowance`). The mesh moves with the
+For ``fitted`` clothing the body is corrected by a measurement correction of its own
+(``correction_fitted.safetensors``, :func:`bodyshape.correction.load_correction`), fitted on
+dressed bodies measured bare, which takes most of the cloth off body by body; what it leaves is
+the *clothing allowance*, one number per measurement, fitted through it on dressed calibration
+rows, plain-framed photo pairs and re-framed re-captures (their own seeds, never an evaluation
+split; ``bodyshape calibrate-intervals``, stored in ``intervals.json``) so that the refitted
+bodies have no mean error there (:func:`fit_allowance`; a few mm since 2026-12-05, 6-7 cm at
+the torso girths with the general correction). The mesh moves with the
 numbers: the shape vector is refitted to them (:mod:`bodyshape.refit`, together with the
 measurement correction of :mod:`bodyshape.correction`), so the numbers shown are still
 measured on the mesh shown. The allowance is what the synthetic

@@ -82,6 +82,10 @@ class IntervalModel:
     #: The measurement correction it was calibrated with (the intervals and the clothing
     #: allowance are those of the corrected measurements); "": not recorded (before 2026-12-04).
     correction_sha256: str = ""
+    #: The correction the fitted-clothing allowance was fitted through (``correction_fitted``
+    #: where one is shipped, else the general one: :func:`bodyshape.correction.load_correction`);
+    #: "": not recorded (before 2026-12-05).
+    fitted_correction_sha256: str = ""
     #: Quantiles for captures that failed a capture check (never narrower than q_low/q_high).
     q_low_warned: tuple[float, ...] = ()
     q_high_warned: tuple[float, ...] = ()
@@ -111,13 +115,15 @@ class IntervalModel:
         such rows get the wider quantiles fitted on failed captures. ``clothing`` "fitted": the
         point is the refitted body's (:mod:`bodyshape.refit`) and the quantiles
         are those of dressed photo pairs (the wider of the two where a check failed too)."""
+        from bodyshape.clothing import DEFAULT_CLOTHING, check_clothing
+
         scale = np.sqrt(np.asarray(spread, np.float64) ** 2 + np.asarray(self.floor) ** 2)
         q_lo, q_hi = np.asarray(self.q_low), np.asarray(self.q_high)
         if self.q_low_warned:
             w = np.asarray(warned, bool)[..., None] if np.ndim(warned) else np.asarray(bool(warned))
             q_lo = np.where(w, np.asarray(self.q_low_warned), q_lo)
             q_hi = np.where(w, np.asarray(self.q_high_warned), q_hi)
-        if np.any(self.allowance(clothing)):
+        if check_clothing(clothing) != DEFAULT_CLOTHING and self.q_low_fitted:
             q_lo = np.minimum(q_lo, np.asarray(self.q_low_fitted))
             q_hi = np.maximum(q_hi, np.asarray(self.q_high_fitted))
         low = point + q_lo * scale
@@ -213,18 +219,23 @@ def load_intervals(weights_dir: str | Path | None = None) -> IntervalModel:
     """The calibration shipped with the weights; logs a warning when it was fitted for other
     fused weights or with another measurement correction than the one beside it (after
     ``bodyshape ship`` or ``bodyshape fit-correction``, run ``bodyshape calibrate-intervals``)."""
-    from bodyshape.correction import CORRECTION_FILE
+    from bodyshape.correction import CORRECTION_FILE, CORRECTION_FILES
     from bodyshape.paths import WEIGHTS_DIR
 
     folder = Path(weights_dir or WEIGHTS_DIR)
     model = IntervalModel.load(folder / INTERVALS_FILE)
     fused, correction = folder / "fused.safetensors", folder / CORRECTION_FILE
+    fitted = folder / CORRECTION_FILES["fitted"]
+    fitted = fitted if fitted.exists() else correction  # as load_correction(folder, "fitted") reads
     if fused.exists() and model.weights_sha256 != file_sha256(fused):
         log.warning("%s was calibrated for other weights than %s: its intervals are stale; run "
                     "`bodyshape calibrate-intervals`", folder / INTERVALS_FILE, fused)
     elif model.correction_sha256 and correction.exists() and model.correction_sha256 != file_sha256(correction):
         log.warning("%s was calibrated with another measurement correction than %s: its intervals and clothing "
                     "allowance are stale; run `bodyshape calibrate-intervals`", folder / INTERVALS_FILE, correction)
+    elif model.fitted_correction_sha256 and fitted.exists() and model.fitted_correction_sha256 != file_sha256(fitted):
+        log.warning("%s fitted its clothing allowance through another measurement correction than %s: the allowance "
+                    "is stale; run `bodyshape calibrate-intervals`", folder / INTERVALS_FILE, fitted)
     return model
 
 

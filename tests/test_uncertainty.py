@@ -163,15 +163,28 @@ def test_a_calibration_with_another_correction_is_reported(tmp_path, caplog):
     from bodyshape.paths import WEIGHTS_DIR
     from bodyshape.uncertainty import file_sha256
 
-    for name in ("fused.safetensors", "correction.safetensors"):
+    for name in ("fused.safetensors", "correction.safetensors", "correction_fitted.safetensors"):
         shutil.copy(WEIGHTS_DIR / name, tmp_path)
     shipped = dataclasses.replace(load_intervals(), correction_sha256=file_sha256(tmp_path / "correction.safetensors"))
+    assert shipped.fitted_correction_sha256 == file_sha256(tmp_path / "correction_fitted.safetensors")
     shipped.save(tmp_path / "intervals.json")
     caplog.clear()
     with caplog.at_level("WARNING"):
         load_intervals(tmp_path)
     assert not caplog.text
+    # the allowance was fitted through fitted clothing's own correction: another one leaves it stale
+    (tmp_path / "correction_fitted.safetensors").write_bytes(b"another fitted-clothing correction")
+    with caplog.at_level("WARNING"):
+        load_intervals(tmp_path)
+    assert "clothing allowance through another" in caplog.text and "correction_fitted" in caplog.text
+    (tmp_path / "correction_fitted.safetensors").unlink()  # now the general one corrects fitted clothing
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_intervals(tmp_path)
+    assert "clothing allowance through another" in caplog.text
+    dataclasses.replace(load_intervals(tmp_path), fitted_correction_sha256="").save(tmp_path / "intervals.json")
     (tmp_path / "correction.safetensors").write_bytes(b"another correction")
+    caplog.clear()
     with caplog.at_level("WARNING"):
         load_intervals(tmp_path)
     assert "another measurement correction" in caplog.text and "calibrate-intervals" in caplog.text

@@ -115,7 +115,7 @@ def main() -> None:
     p.add_argument("--refit-steps", type=int, default=None,
                    help="Gauss-Newton steps of the refit (default: bodyshape.refit.STEPS, what the page does)")
     p.add_argument("--correction", type=Path, default=None,
-                   help="a correction.safetensors to use instead of the shipped one (e.g. a candidate)")
+                   help="a correction to use instead of the shipped one for fitted clothing (e.g. a candidate)")
     a = p.parse_args()
     if a.refit_steps is not None:
         import bodyshape.refit
@@ -128,7 +128,7 @@ def main() -> None:
     person = np.repeat(np.arange(a.persons), a.frames)
     g = [MEASUREMENT_NAMES.index(n) for n in GIRTHS]
     intervals = load_intervals(WEIGHTS_DIR)
-    correction = MeasurementCorrection.load(a.correction) if a.correction else load_correction(WEIGHTS_DIR)
+    correction = MeasurementCorrection.load(a.correction) if a.correction else load_correction(WEIGHTS_DIR, "fitted")
     from bodyshape.refit import STEPS
 
     print(f"{a.persons} persons x {a.frames} captures of seed {a.seed}, refit in {STEPS} Gauss-Newton steps; "

@@ -178,7 +178,7 @@ def print_head(calib: dict[str, dict[str, np.ndarray]]) -> None:
 
 
 def judge_files(files: list[Path], calib: dict[str, dict[str, np.ndarray]], reported: bool = False,
-                weights_dir: Path | None = None) -> None:
+                weights_dir: Path | None = None, calib_dir: Path = Path("data/calib")) -> None:
     """The table's rows for saved corrections (e.g. the one before a refit and the refit); with
     ``reported``, then the re-captured persons' numbers as the page reports them."""
     from bodyshape.correction import MeasurementCorrection
@@ -189,23 +189,35 @@ def judge_files(files: list[Path], calib: dict[str, dict[str, np.ndarray]], repo
         print(f"| {path} ({model.info.get('trained_on', '?')}) | "
               + cells(calib, lambda z, m=model: m.change(z["inputs"])) + " |", flush=True)
     if reported:
-        judge_reported(calib["recaptures"], {"none": None, **models}, weights_dir)
+        judge_reported(calib["recaptures"], {"none": None, **models}, weights_dir, calib_dir)
 
 
-def judge_reported(z: dict[str, np.ndarray], corrections: dict, weights_dir: Path | None = None) -> None:
-    """Chest / waist / hip of re-captured dressed persons as the page reports them (clothing
-    declared fitted: the allowance calibrated beside the weights in ``weights_dir``, default
-    the shipped ones; the refit), per correction: per-person SD, MAE, bias, mm."""
-    from bodyshape.correction import reported_bodies
-    from bodyshape.uncertainty import load_intervals
+def judge_reported(z: dict[str, np.ndarray], corrections: dict, weights_dir: Path | None = None,
+                   calib_dir: Path = Path("data/calib")) -> None:
+    """Chest / waist / hip of re-captured dressed persons as the page would report them with
+    each correction for clothing declared fitted (the refit), per correction: per-person SD,
+    MAE, bias, mm. Each gets the allowance `bodyshape calibrate-intervals` would fit through it on
+    the dressed calibration rows (cached in ``calib_dir``; about 3 min a correction): an
+    allowance belongs to the correction it was fitted through (since 2026-12-05 the shipped one
+    is fitted clothing's own correction's, a few mm, not the general one's 6-7 cm)."""
+    from bodyshape.clothing import fit_allowance
+    from bodyshape.correction import correction_inputs, reported_bodies
+    from bodyshape.paths import WEIGHTS_DIR
+    from training.calibrate_intervals import dressed_rows
+    from training.evaluate import predict_measurements
     from training.recaptures import person_sd
 
-    allowance = load_intervals(weights_dir).allowance("fitted")
-    print("\n| correction | per-person SD, as reported | MAE | bias |\n|---|---|---|---|")
+    weights = Path(weights_dir or WEIGHTS_DIR) / "fused.safetensors"
+    rows = dressed_rows(weights, calib_dir)
+    raw = predict_measurements(weights, rows)  # the network's bodies, before correction and allowance
+    inputs = correction_inputs(raw.point, raw.shape, rows.height, rows.front, rows.side)
+    print("\n| correction | allowance through it | per-person SD, as reported | MAE | bias |\n|---|---|---|---|---|")
     for label, model in corrections.items():
+        change = None if model is None else model.change(inputs)
+        allowance, _ = fit_allowance(raw.shape, rows.height, raw.point, rows.truth, corrected=change)
         _, _, point = reported_bodies(z["shape"], z["height"], z["point"], z["front"], z["side"], model, allowance)
         got, err = point[:, GIRTHS] * 1000, (point - z["truth"])[:, GIRTHS] * 1000
-        print(f"| {label} | " + " | ".join(slashed(x, fmt) for x, fmt in (
+        print(f"| {label} | {slashed(1000 * allowance[GIRTHS])} | " + " | ".join(slashed(x, fmt) for x, fmt in (
             (person_sd(got, z["person"]), ".1f"), (np.abs(err).mean(0), ".1f"), (err.mean(0), "+.1f"))) + " |", flush=True)
 
 
@@ -235,13 +247,15 @@ def main() -> None:
     p.add_argument("--files", nargs="*", type=Path, default=None,
                    help="judge these saved corrections (correction.safetensors files) instead of fitting the variants")
     p.add_argument("--reported", action="store_true",
-                   help="also the re-captured persons as the page reports them (the refit; ~2 min a correction)")
+                   help="also the re-captured persons as the page reports them (an allowance fitted through each, the refit; "
+                        "~5 min a correction)")
     a = p.parse_args()
     variants = {k: v for k, v in VARIANTS.items() if not a.only or any(o in k for o in a.only)}
     weights = a.weights / "fused.safetensors"
     if a.files is not None:
         judge_files(a.files, {**calibration_features(weights, a.calib, a.cache),
-                              "recaptures": recapture_set(weights, *JUDGE_CAPTURES, JUDGE_SEED, a.cache)}, a.reported, a.weights)
+                              "recaptures": recapture_set(weights, *JUDGE_CAPTURES, JUDGE_SEED, a.cache)}, a.reported, a.weights,
+                    a.calib)  # fmt: skip
         return
     # the training rows' features the rows need (`bodyshape fit-correction --n` caches them)
     train = cached_features(weights, a.train, max(v["rows"] for v in variants.values()), a.cache)
@@ -269,7 +283,7 @@ def main() -> None:
         from bodyshape.correction import load_correction
 
         judge_reported(judged["recaptures"], {"none": None, "its own (--weights)": load_correction(a.weights),
-                                              **{k: m for k, m in fitted.items() if m is not None}}, a.weights)  # fmt: skip
+                                              **{k: m for k, m in fitted.items() if m is not None}}, a.weights, a.calib)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def main() -> None:
     a = p.parse_args()
     z = recapture_set(WEIGHTS_DIR / "fused.safetensors", *JUDGE_CAPTURES, JUDGE_SEED, a.cache)
     intervals = IntervalModel.load(a.intervals) if a.intervals else load_intervals(WEIGHTS_DIR)
-    change = requested_change(z["shape"], z["height"], z["point"], z["front"], z["side"], load_correction(WEIGHTS_DIR),
+    change = requested_change(z["shape"], z["height"], z["point"], z["front"], z["side"], load_correction(WEIGHTS_DIR, "fitted"),
                               intervals.allowance("fitted"))  # fmt: skip
     target = z["point"] + change
     g = [MEASUREMENT_NAMES.index(n) for n in GIRTHS]

@@ -45,7 +45,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=None, help="the first ROWS of each split (default: all)")
     p.add_argument("--only", nargs="*", default=None, help="splits whose label contains one of these")
     a = p.parse_args()
-    correction, intervals = load_correction(WEIGHTS_DIR), load_intervals(WEIGHTS_DIR)
+    intervals = load_intervals(WEIGHTS_DIR)
     g = [MEASUREMENT_NAMES.index(n) for n in GIRTHS]
     rows = {name: (name, n, seed, "tight") for name, (n, seed) in CALIBRATION_SPLITS.items()}
     rows["dressed (fitted)"] = (CLOTHING_SPLIT[0], CLOTHING_SPLIT[1], CLOTHING_SPLIT[2], "fitted")
@@ -58,7 +58,8 @@ def main() -> None:
         split = load_split(name, a.data, n=n, seed=seed)
         front, side, height, truth = (x[: a.rows] for x in (split.front, split.side, split.height, split.truth))
         point, _, shape = network_bodies(WEIGHTS_DIR / "fused.safetensors", front, side, height)
-        change = requested_change(shape, height, point, front, side, correction, intervals.allowance(clothing))
+        change = requested_change(shape, height, point, front, side, load_correction(WEIGHTS_DIR, clothing),
+                                  intervals.allowance(clothing))  # fmt: skip
         target = point + change
         for steps in a.steps:
             start = time.perf_counter()

@@ -37,7 +37,7 @@ def main() -> None:
     split = load_split(REPEATABILITY, a.data)
     clothing = SPLIT_CLOTHING[REPEATABILITY]
     pred = predict_by_clothing(WEIGHTS_DIR / "fused.safetensors", split, load_intervals(), (clothing,),
-                               load_correction(WEIGHTS_DIR))[clothing]  # fmt: skip
+                               {clothing: load_correction(WEIGHTS_DIR, clothing)})[clothing]  # fmt: skip
     # as the page judges a capture (the framing needs the photos): the pose and segmentation checks
     warned = np.array([any(not c.passed for c in check_masks(f, s)) for f, s in zip(split.front, split.side, strict=True)])
     g = [MEASUREMENT_NAMES.index(n) for n in GIRTHS]
