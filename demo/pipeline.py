@@ -56,8 +56,8 @@ INTERVALS_NOTE = (
     "capture pose and off it, bodies off the body model, bare photos), about 8 in 10 true values fall inside. It "
     "widens where the model's four looks at the photos disagree, and when a capture check fails (odd poses err "
     "more). Clothing: a garment 1 cm off the body adds about 6 cm to a girth, which no silhouette can tell from "
-    "the body; with clothing 'fitted' the body is refitted under a calibrated allowance and the interval is calibrated on "
-    "dressed synthetic photos. Loose clothing is not covered. Calibration and coverage per test split: "
+    "the body; with clothing 'fitted' the cloth is taken off by a correction learned on dressed synthetic bodies and a "
+    "calibrated allowance, and the interval is calibrated on dressed synthetic photos. Loose clothing is not covered. Calibration and coverage per test split: "
     "docs/evaluation.md."
 )
 
@@ -97,7 +97,8 @@ def reconstruct_silhouettes(
     clothing: str = DEFAULT_CLOTHING,
 ) -> Result:
     """Checked silhouettes + height (m) -> :class:`Result` through ``backend``. ``clothing``:
-    what the person wears (bodyshape/clothing.py); "fitted" refits the body under the allowance."""
+    what the person wears (bodyshape/clothing.py); "fitted" corrects the body with fitted clothing's own
+    correction and refits it under the allowance."""
     from bodyshape.body_model import get_body_model
 
     check_clothing(clothing)
