@@ -132,19 +132,27 @@ class MeasurementCorrection:
         return cls(nets, mean, std, json.loads(meta["info"]))
 
 
+def correction_path(folder: Path, clothing: str = "tight") -> Path:
+    """The file in ``folder`` that corrects the declared ``clothing`` (:data:`CORRECTION_FILES`;
+    the general one where the folder has none of its own)."""
+    from bodyshape.clothing import DEFAULT_CLOTHING, check_clothing
+
+    path = folder / CORRECTION_FILES[check_clothing(clothing)]
+    if not path.exists() and clothing != DEFAULT_CLOTHING:
+        log.info("%s has no %s: %s clothing is corrected by %s", folder, path.name, clothing, CORRECTION_FILE)
+        return folder / CORRECTION_FILE
+    return path
+
+
 def load_correction(weights_dir: str | Path | None = None, clothing: str = "tight") -> MeasurementCorrection:
     """The correction shipped with the weights for the declared ``clothing`` (:data:`CORRECTION_FILES`;
     the general one where a folder has none of its own); logs a warning when it was fitted for
     other fused weights (after ``bodyshape ship``, run ``bodyshape fit-correction``)."""
-    from bodyshape.clothing import check_clothing
     from bodyshape.paths import WEIGHTS_DIR
     from bodyshape.uncertainty import file_sha256
 
     folder = Path(weights_dir or WEIGHTS_DIR)
-    path = folder / CORRECTION_FILES[check_clothing(clothing)]
-    if not path.exists() and clothing != "tight":
-        log.info("%s has no %s: %s clothing is corrected by %s", folder, path.name, clothing, CORRECTION_FILE)
-        path = folder / CORRECTION_FILE
+    path = correction_path(folder, clothing)
     model = MeasurementCorrection.load(path)
     fused = folder / "fused.safetensors"
     if fused.exists() and model.info.get("weights_sha256") != file_sha256(fused):

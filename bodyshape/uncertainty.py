@@ -219,14 +219,13 @@ def load_intervals(weights_dir: str | Path | None = None) -> IntervalModel:
     """The calibration shipped with the weights; logs a warning when it was fitted for other
     fused weights or with another measurement correction than the one beside it (after
     ``bodyshape ship`` or ``bodyshape fit-correction``, run ``bodyshape calibrate-intervals``)."""
-    from bodyshape.correction import CORRECTION_FILE, CORRECTION_FILES
+    from bodyshape.correction import CORRECTION_FILE, correction_path
     from bodyshape.paths import WEIGHTS_DIR
 
     folder = Path(weights_dir or WEIGHTS_DIR)
     model = IntervalModel.load(folder / INTERVALS_FILE)
     fused, correction = folder / "fused.safetensors", folder / CORRECTION_FILE
-    fitted = folder / CORRECTION_FILES["fitted"]
-    fitted = fitted if fitted.exists() else correction  # as load_correction(folder, "fitted") reads
+    fitted = correction_path(folder, "fitted")
     if fused.exists() and model.weights_sha256 != file_sha256(fused):
         log.warning("%s was calibrated for other weights than %s: its intervals are stale; run "
                     "`bodyshape calibrate-intervals`", folder / INTERVALS_FILE, fused)

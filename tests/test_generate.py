@@ -190,6 +190,22 @@ def test_coverage_sets_store_the_canvases_whose_bodies_the_bits_sets_store(small
         generate(DataConfig(n=4, seed=3, shard_size=4), tmp_path / "cov", workers=1, progress=False)
 
 
+def with_and_without(tmp_path, option: str, key: str):
+    """The same 8 coverage pairs of seed 5 made without and with ``option`` 0.5 (the CLI) -> the
+    two datasets, the rows ``key`` flags in the second one's shards, and the CLI's arguments.
+    Checked on the way: some rows flagged and some not (each row's own seed decides), the
+    share in the manifest, and no ``key`` in the plain one's (manifests made before it resume)."""
+    plain, other = tmp_path / "plain", tmp_path / key
+    generate(DataConfig(n=8, seed=5, shard_size=4, silhouettes="coverage"), plain, workers=1, progress=False)
+    args = ["generate", "--n", "8", "--seed", "5", "--shard-size", "4", "--workers", "1", "--silhouettes", "coverage"]
+    assert cli_main([*args, option, "0.5", "--out", str(other)]) == 0
+    flags = np.concatenate([np.load(other / shard_name(i))[key] for i in range(2)])
+    assert 0 < flags.sum() < 8, flags
+    assert json.loads((other / "manifest.json").read_text())["config"][key] == 0.5
+    assert key not in json.loads((plain / "manifest.json").read_text())["config"]
+    return load_dataset(plain), load_dataset(other), flags, args
+
+
 def test_off_model_rows_are_the_same_bodies_with_bumps_measured_on_the_deformed_mesh(tmp_path):
     """``--off-model SHARE``: that share of the bodies gets random torso/thigh bumps; the bodies,
     poses and noise are those of the same set without them; the stored measurements are the
@@ -197,15 +213,7 @@ def test_off_model_rows_are_the_same_bodies_with_bumps_measured_on_the_deformed_
     from bodyshape.measurements import MEASUREMENT_NAMES, get_measurer
     from training.evaluate import true_meshes
 
-    plain, bumped = tmp_path / "plain", tmp_path / "bumped"
-    generate(DataConfig(n=8, seed=5, shard_size=4, silhouettes="coverage"), plain, workers=1, progress=False)
-    args = ["generate", "--n", "8", "--seed", "5", "--shard-size", "4", "--workers", "1", "--silhouettes", "coverage"]
-    assert cli_main([*args, "--off-model", "0.5", "--out", str(bumped)]) == 0
-    a, b = load_dataset(plain), load_dataset(bumped)
-    flags = np.concatenate([np.load(bumped / shard_name(i))["off_model"] for i in range(2)])
-    assert 0 < flags.sum() < 8, flags  # seeded per row: some deformed, some not
-    assert json.loads((bumped / "manifest.json").read_text())["config"]["off_model"] == 0.5
-    assert "off_model" not in json.loads((plain / "manifest.json").read_text())["config"]  # old manifests resume
+    a, b, flags, args = with_and_without(tmp_path, "--off-model", "off_model")
     np.testing.assert_array_equal(a.shape, b.shape)
     np.testing.assert_array_equal(a.front[~flags], b.front[~flags])  # same poses, cameras, noise
     np.testing.assert_array_equal(a.measurements[~flags], b.measurements[~flags])
@@ -225,16 +233,8 @@ def test_dressed_rows_are_the_same_bodies_in_cloth_measured_bare(tmp_path):
     from bodyshape.silhouette import as_canvases
     from training.generate import CLOTHED_BOTTOM, CLOTHED_TOP, clothes
 
-    plain, dressed = tmp_path / "plain", tmp_path / "dressed"
-    generate(DataConfig(n=8, seed=5, shard_size=4, silhouettes="coverage"), plain, workers=1, progress=False)
-    args = ["generate", "--n", "8", "--seed", "5", "--shard-size", "4", "--workers", "1", "--silhouettes", "coverage"]
-    assert cli_main([*args, "--dressed", "0.5", "--out", str(dressed)]) == 0
-    a, b = load_dataset(plain), load_dataset(dressed)
-    flags = np.concatenate([np.load(dressed / shard_name(i))["dressed"] for i in range(2)])
-    assert 0 < flags.sum() < 8, flags  # seeded per row
+    a, b, flags, args = with_and_without(tmp_path, "--dressed", "dressed")
     np.testing.assert_array_equal(flags, [c is not None for c in clothes(5, 0.5, np.arange(8))])
-    assert json.loads((dressed / "manifest.json").read_text())["config"]["dressed"] == 0.5
-    assert "dressed" not in json.loads((plain / "manifest.json").read_text())["config"]  # old manifests resume
     np.testing.assert_array_equal(a.measurements, b.measurements)  # measured bare
     for view in ("front", "side"):
         bare, worn = as_canvases(getattr(a, view)).astype(int), as_canvases(getattr(b, view)).astype(int)

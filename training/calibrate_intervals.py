@@ -84,7 +84,7 @@ def split_predictions(weights: Path, splits: dict[str, tuple[int, int]], data: P
 
 def run(args: argparse.Namespace) -> int:
     from bodyshape.clothing import fit_allowance
-    from bodyshape.correction import CORRECTION_FILE, CORRECTION_FILES, correction_inputs, load_correction
+    from bodyshape.correction import CORRECTION_FILE, correction_inputs, correction_path, load_correction
     from bodyshape.measurements import MEASUREMENT_NAMES
     from bodyshape.uncertainty import INTERVALS_FILE, file_sha256, fit_clothing, fit_intervals
     from training.config import FUSED_STAGED, WEIGHT_NAMES
@@ -117,9 +117,7 @@ def run(args: argparse.Namespace) -> int:
     change = fitted.change(correction_inputs(raw.point, raw.shape, dressed.height, dressed.front, dressed.side))
     allowance, reported = fit_allowance(raw.shape, dressed.height, raw.point, dressed.truth, corrected=change)
     model = fit_clothing(model, dressed.truth, reported, raw.spread, allowance)
-    fitted_file = args.weights / CORRECTION_FILES["fitted"]
-    model = dataclasses.replace(model, fitted_correction_sha256=file_sha256(
-        fitted_file if fitted_file.exists() else args.weights / CORRECTION_FILE))
+    model = dataclasses.replace(model, fitted_correction_sha256=file_sha256(correction_path(args.weights, "fitted")))
     print("clothing allowance (fitted), mm: " + ", ".join(
         f"{m} {1000 * a:+.1f}" for m, a in zip(MEASUREMENT_NAMES, allowance, strict=True)))
     out = args.weights / INTERVALS_FILE

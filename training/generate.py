@@ -223,6 +223,8 @@ def clothes(seed: int, share: float, index: np.ndarray) -> list[Clothes | None]:
     """The dressed bodies among rows ``index`` of a dataset of ``seed`` (:attr:`DataConfig.dressed`),
     None for a bare one. Each row's own seed decides, apart from the off-model draw and from the
     generator of bodies, poses and noise."""
+    if share <= 0:
+        return [None] * len(index)
     out: list[Clothes | None] = []
     for i in index:
         rng = np.random.default_rng(np.random.SeedSequence([seed, 17, int(i)]))
