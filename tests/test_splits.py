@@ -182,3 +182,28 @@ def test_dress_grows_the_torso_by_the_margin_cloth_floor_draws():
     width = (out > 0).sum(1)
     assert width[300] == 40 + 2 * px  # the torso rows (0.19-0.60 of the height)
     assert width[500] == 40  # the legs
+
+
+def test_mask_noise_floor_varies_the_noise_alone():
+    """training.mask_noise_floor compares noise variants on the same renders: without noise a
+    canvas is the clean render normalised, a variant's noise is drawn from the row's own seed (the
+    same canvases twice), the full variant is the training noise, and "X only" switches on X alone."""
+    import dataclasses
+
+    from bodyshape.augment import NO_NOISE, MaskNoise
+    from bodyshape.silhouette import normalize_silhouette
+    from training.mask_noise_floor import KINDS, clean_renders, noisy_canvases, variants
+
+    fronts, sides, truth = clean_renders(3, 5301)
+    assert len(fronts) == len(sides) == len(truth) == 3
+    assert all(set(np.unique(m)) <= {0, 255} for m in fronts + sides)
+    v = variants()
+    assert v["all (the test set's)"] == MaskNoise() and v["none"] == NO_NOISE
+    for kind, fields in KINDS.items():
+        on = {f for f in dataclasses.fields(MaskNoise) if getattr(v[f"{kind} only"], f.name) != getattr(NO_NOISE, f.name)}
+        assert {f.name for f in on} == set(fields)
+    clean = noisy_canvases(fronts, "front", v["none"], 5301)
+    assert np.array_equal(clean, np.stack([normalize_silhouette(m) for m in fronts]))
+    noisy = noisy_canvases(fronts, "front", v["all (the test set's)"], 5301)
+    assert np.array_equal(noisy, noisy_canvases(fronts, "front", v["all (the test set's)"], 5301))
+    assert not np.array_equal(noisy, clean)
