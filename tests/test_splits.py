@@ -199,9 +199,10 @@ def test_mask_noise_floor_varies_the_noise_alone():
     assert all(set(np.unique(m)) <= {0, 255} for m in fronts + sides)
     v = variants()
     assert v["all (the test set's)"] == MaskNoise() and v["none"] == NO_NOISE
+    names = [f.name for f in dataclasses.fields(MaskNoise)]
     for kind, fields in KINDS.items():
-        on = {f for f in dataclasses.fields(MaskNoise) if getattr(v[f"{kind} only"], f.name) != getattr(NO_NOISE, f.name)}
-        assert {f.name for f in on} == set(fields)
+        only = v[f"{kind} only"]
+        assert {n for n in names if getattr(only, n) != getattr(NO_NOISE, n)} == set(fields)
     clean = noisy_canvases(fronts, "front", v["none"], 5301)
     assert np.array_equal(clean, np.stack([normalize_silhouette(m) for m in fronts]))
     noisy = noisy_canvases(fronts, "front", v["all (the test set's)"], 5301)
