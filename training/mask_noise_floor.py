@@ -52,7 +52,7 @@ def variants():
     return out
 
 
-def clean_renders(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def clean_renders(n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
     """``n`` bodies of ``seed`` rendered like the test set but without mask noise and unmirrored ->
     (front masks, side masks) lists of 0/255 renders, and the truth (n, M)."""
     import bodyshape.augment as augment
@@ -67,6 +67,8 @@ def clean_renders(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     shapes = model.sample_shapes(n, seed=seed)
     masks: list[np.ndarray] = []
     keep = augment.apply_mask_noise
+    # the generator's own rendering (pose jitter, cameras), with its noise step replaced by one
+    # that keeps the clean render: the variants' noise is applied to it afterwards
     augment.apply_mask_noise = lambda mask, view, rng, noise=None: masks.append(mask) or mask
     try:
         truth = []
