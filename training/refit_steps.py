@@ -53,13 +53,13 @@ def main() -> None:
     if not rows:
         p.error(f"--only {' '.join(a.only)} matches no split; the splits are: {', '.join(CALIBRATION_SPLITS)}, dressed")
 
+    corrections = {c: load_correction(WEIGHTS_DIR, c) for c in {clothing for *_, clothing in rows.values()}}
     print("| split | steps | MAE | bias | left undone: mean | left undone: SD | s a body |\n|---|---|---|---|---|---|---|")
     for label, (name, n, seed, clothing) in rows.items():
         split = load_split(name, a.data, n=n, seed=seed)
         front, side, height, truth = (x[: a.rows] for x in (split.front, split.side, split.height, split.truth))
         point, _, shape = network_bodies(WEIGHTS_DIR / "fused.safetensors", front, side, height)
-        change = requested_change(shape, height, point, front, side, load_correction(WEIGHTS_DIR, clothing),
-                                  intervals.allowance(clothing))  # fmt: skip
+        change = requested_change(shape, height, point, front, side, corrections[clothing], intervals.allowance(clothing))
         target = point + change
         for steps in a.steps:
             start = time.perf_counter()
